@@ -1,0 +1,27 @@
+# The README's two commands: `make demo` (the main job) and `make test`.
+# Each installs what it needs first, so both work on a fresh machine.
+PYTHON ?= python3
+FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
+
+.PHONY: install install-test data test test-fast demo
+
+install:
+	$(PYTHON) -m pip install -e .
+
+install-test:
+	$(PYTHON) -m pip install -e ".[test]"
+
+# Offline machines get Fashion-MNIST's original files from Debian's package.
+data:
+	@if [ ! -d "$(FASHION_MNIST)" ] && command -v apt-get >/dev/null; then \
+		apt-get update && apt-get install -y dataset-fashion-mnist; \
+	fi
+
+test: install-test data
+	$(PYTHON) -m pytest
+
+test-fast: install-test data
+	$(PYTHON) -m pytest -m "not slow"
+
+demo: install data
+	keras-vit summary --variant Ti/16

@@ -1,0 +1,23 @@
+"""keras_vit: the Vision Transformer for TensorFlow and Keras 3.
+
+>>> from keras_vit import ViT_B16
+>>> model = ViT_B16(weights=None, classes=10)
+"""
+
+from keras_vit import layers, variants
+from keras_vit.imagenet import decode_predictions, preprocess_input
+from keras_vit.model import CONSTRUCTORS, ViT, forward_intermediates
+from keras_vit.variants import VARIANTS, constructor_name
+
+globals().update({constructor_name(v): fn for v, fn in CONSTRUCTORS.items()})
+
+__version__ = "0.1.0"
+__all__ = [
+    "ViT",
+    *(constructor_name(v) for v in VARIANTS),
+    "decode_predictions",
+    "forward_intermediates",
+    "layers",
+    "preprocess_input",
+    "variants",
+]

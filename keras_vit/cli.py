@@ -1,0 +1,38 @@
+"""The `keras-vit` command: `keras-vit COMMAND [--flags]`.
+
+Each command is a function that takes its argv (command name first) and
+parses its own `absl.flags`; the table below maps names to them, so a command's
+imports (and flags) load only when it runs.
+"""
+
+import importlib
+import sys
+
+COMMANDS = {
+    "summary": ("keras_vit.cli_summary:main", "print a variant's architecture and parameter count"),
+    "variants": ("keras_vit.cli_summary:variants", "list the ViT variants"),
+}
+
+
+def _usage():
+    lines = ["usage: keras-vit COMMAND [--flags]   (keras-vit COMMAND --help for its flags)", ""]
+    lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    command = argv[1]
+    if command not in COMMANDS:
+        print(f"keras-vit: unknown command {command!r}.\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, function_name = COMMANDS[command][0].split(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    return function([f"keras-vit {command}"] + argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,7 +5,9 @@
 """
 
 from keras_vit import layers, variants
+from keras_vit import checkpoints
 from keras_vit.imagenet import decode_predictions, preprocess_input
+from keras_vit.loading import load_weights
 from keras_vit.model import CONSTRUCTORS, ViT, forward_intermediates
 from keras_vit.variants import VARIANTS, constructor_name
 
@@ -16,7 +18,9 @@ __all__ = [
     "ViT",
     *(constructor_name(v) for v in VARIANTS),
     "decode_predictions",
+    "checkpoints",
     "forward_intermediates",
+    "load_weights",
     "layers",
     "preprocess_input",
     "variants",

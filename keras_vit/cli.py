@@ -11,6 +11,7 @@ import sys
 COMMANDS = {
     "summary": ("keras_vit.cli_summary:main", "print a variant's architecture and parameter count"),
     "variants": ("keras_vit.cli_summary:variants", "list the ViT variants"),
+    "convert": ("keras_vit.cli_convert:main", "convert an official .npz, timm/Hugging Face .safetensors or catalogue checkpoint to .weights.h5/.keras"),
 }
 
 

@@ -121,8 +121,15 @@ def ViT(
         patch_size: int, side of a square patch in pixels.
         include_top: bool, whether to include the classification head.
             Defaults to `True`.
-        weights: `None` (random initialization) or the path to a
-            `.weights.h5` or `.keras` file. Defaults to `None`.
+        weights: `None` (random initialization), `"imagenet"` (the best
+            ImageNet-1k fine-tune of the variant at 224, or 384 with
+            `input_shape=(384, 384, 3)`), `"imagenet21k"`, a catalogue name
+            (`keras_vit.checkpoints.list_weights()`), or the path to an
+            official `.npz`, a timm or Hugging Face `.safetensors`, or a
+            `.weights.h5` / `.keras` file (any image size: position
+            embeddings are resized; a head of another size is skipped).
+            Catalogue weights set `default_size`, `gelu_approximate` and
+            `representation_size`. Defaults to `None`.
         input_tensor: optional Keras tensor to use as the image input.
         input_shape: optional `(height, width, channels)`; height and width
             must be multiples of `patch_size`. Defaults to
@@ -152,7 +159,7 @@ def ViT(
             `True`.
         gelu_approximate: bool, tanh GELU (`True`, official JAX checkpoints)
             or exact erf GELU (`False`, timm/Hugging Face). Defaults to
-            `False`.
+            the checkpoint's with `weights`, else `False`.
         layer_norm_epsilon: float. Defaults to `1e-6`.
         default_size: int, image side used when `input_shape` is not given.
 
@@ -168,10 +175,22 @@ def ViT(
     _validate_options(
         include_top, weights, pooling, classes, classifier, classifier_activation, position_embedding
     )
+    from keras_vit import loading  # imports the catalogue, which does not import this module
+
+    row = dict(num_layers=num_layers, hidden_size=hidden_size, mlp_dim=mlp_dim, num_heads=num_heads, patch_size=patch_size)
+    weights_plan = loading.plan_weights(weights, row, include_top, classes, input_shape)
+    if weights_plan is not None and weights_plan["default_size"]:
+        default_size = weights_plan["default_size"]
     input_shape = _resolve_input_shape(input_shape, input_tensor, default_size, patch_size, weights)
-    weights_file = _local_weights_file(weights)
+    # File checks come after the input-shape checks; the checkpoint decides the
+    # numerics (GELU, epsilon) and pre_logits width unless the caller set them.
+    overrides = loading.weights_overrides(weights_plan)
     if gelu_approximate is None:
-        gelu_approximate = False
+        gelu_approximate = overrides.get("gelu_approximate", False)
+    if layer_norm_epsilon == 1e-6 and overrides.get("layer_norm_epsilon"):
+        layer_norm_epsilon = overrides["layer_norm_epsilon"]
+    if representation_size is None:
+        representation_size = overrides.get("representation_size")
 
     if input_tensor is None:
         image_input = keras.layers.Input(shape=input_shape, name="images")
@@ -221,25 +240,9 @@ def ViT(
 
     inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else image_input
     model = keras.Model(inputs, x, name=name)
-    if weights_file is not None:
-        model.load_weights(weights_file)
+    if weights_plan is not None:
+        loading.load_planned(model, weights_plan)
     return model
-
-
-def _local_weights_file(weights):
-    """Returns the local file to load, or None; rejects what cannot be loaded yet."""
-    if weights is None:
-        return None
-    path = os.fspath(weights)
-    if path.endswith((".weights.h5", ".keras")):
-        if not os.path.exists(path):
-            raise ValueError(f"The weights file does not exist. Received: weights={path!r}")
-        return path
-    raise ValueError(
-        "Pretrained checkpoints are not available in this version of keras_vit. Pass "
-        "`weights=None` for random initialization, or the path to a `.weights.h5` or `.keras` "
-        f"file saved from a model of the same architecture. Received: weights={path!r}"
-    )
 
 
 def _make_constructor(variant):
@@ -295,8 +298,9 @@ _CONSTRUCTOR_DOC = """Instantiates the ViT-{variant} architecture.
 
     Args:
         include_top: whether to include the classification head.
-        weights: `None` (random initialization), `"imagenet"`, or the path to
-            a weights file.
+        weights: `None` (random initialization), `"imagenet"`,
+            `"imagenet21k"`, a catalogue name, or the path to a `.npz`,
+            `.safetensors`, `.weights.h5` or `.keras` file.
         input_tensor: optional Keras tensor to use as image input.
         input_shape: optional `(height, width, 3)`, multiples of
             {patch_size}. Defaults to `(224, 224, 3)`.

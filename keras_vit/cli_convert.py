@@ -1,0 +1,154 @@
+"""`keras-vit convert`: any ViT checkpoint -> Keras weights or a full `.keras` model.
+
+    keras-vit convert ViT-B_16.npz vit_b16.weights.h5 --variant B/16
+    keras-vit convert model.safetensors vit_s16_384.keras --image_size 384
+    keras-vit convert vit_b16_augreg_in21k_ft_in1k_384 b16_384.keras
+    keras-vit convert --list              # the catalogue, as a markdown table
+
+SOURCE is an official `.npz`, a timm or Hugging Face `.safetensors`, a
+keras_vit `.weights.h5`/`.keras`, or a catalogue name (downloaded and cached).
+The variant, image size, classes and pre_logits width are read from the
+checkpoint unless given; another image size resizes the position embeddings.
+The output is written under a temporary name and renamed when complete.
+"""
+
+import os
+import sys
+
+from absl import flags
+
+from keras_vit import checkpoints, converters, download
+from keras_vit.converters import POSEMB
+
+
+def _define(values):
+    flags.DEFINE_string("variant", None, "ViT variant, e.g. B/16 (default: read from the checkpoint).", flag_values=values)
+    flags.DEFINE_integer("image_size", None, "Input height and width (default: the checkpoint's).", flag_values=values)
+    flags.DEFINE_integer("classes", None, "Classes of the head (default: the checkpoint's; another number "
+                         "gives a fresh zero head).", flag_values=values)
+    flags.DEFINE_bool("include_top", None, "Keep the classification head (default: if the checkpoint has one).",
+                      flag_values=values)
+    flags.DEFINE_enum("resample", "official", ["official", "bicubic"],
+                      "Position-embedding resizing for another image size.", flag_values=values)
+    flags.DEFINE_bool("list", False, "Print the weights catalogue as a markdown table and exit.", flag_values=values)
+
+
+def catalogue_markdown():
+    """The catalogue as the markdown table of weights/README.md."""
+    lines = [
+        "| name | variant | size | classes | pre_logits | MB | description |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for e in checkpoints.list_weights():
+        lines.append(
+            f"| [`{e['name']}`]({e['url']}) | {e['variant']} | {e['image_size']} | {e['classes']:,} | "
+            f"{e['representation_size'] or '-'} | {e['size'] / 1e6:.0f} | {e['description']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def describe(params, variant=None):
+    """Reads variant, image size, classes and pre_logits width off an official-layout dict."""
+    from keras_vit.variants import VARIANTS, canonical_name
+
+    kernel = params["embedding/kernel"]
+    patch, width = kernel.shape[0], kernel.shape[-1]
+    depth = len({k.split("/")[1] for k in params if k.startswith("Transformer/encoderblock_")})
+    mlp = params["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"].shape[-1]
+    if variant is None:
+        found = [name for name, row in VARIANTS.items()
+                 if (row["num_layers"], row["hidden_size"], row["mlp_dim"], row["patch_size"]) == (depth, width, mlp, patch)]
+        if not found:
+            raise ValueError(
+                f"The checkpoint (depth {depth}, width {width}, MLP {mlp}, patch {patch}) is none of the paper's "
+                f"variants {list(VARIANTS)}; convert it with keras_vit.ViT in Python instead."
+            )
+        variant = found[0]
+    variant = canonical_name(variant)
+    prefix = 1 if "cls" in params else 0
+    side = int(round((params[POSEMB].shape[1] - prefix) ** 0.5)) if POSEMB in params else 224 // patch
+    return {
+        "variant": variant,
+        "image_size": side * patch,
+        "classes": params["head/kernel"].shape[-1] if "head/kernel" in params else None,
+        "representation_size": params["pre_logits/kernel"].shape[-1] if "pre_logits/kernel" in params else None,
+    }
+
+
+def convert(source, output, variant=None, image_size=None, classes=None, include_top=None, resample="official"):
+    """Converts `source` (path or catalogue name) into `output` (`.weights.h5` or `.keras`).
+
+    Returns:
+        `(model, report)`: the converted model and `load_weights`' report.
+    """
+    from keras_vit.loading import load_weights
+    from keras_vit.model import ViT
+    from keras_vit.variants import get_variant
+
+    output = os.fspath(output)
+    if not output.endswith((".weights.h5", ".keras")):
+        raise ValueError(f"OUTPUT must end with .weights.h5 or .keras. Received: {output!r}")
+    path = source
+    if checkpoints.is_catalogue_name(source):
+        if source in ("imagenet", "imagenet21k"):
+            entry = checkpoints.get_entry(source, variant and checkpoints.variant_of(get_variant(variant)), image_size)
+        else:
+            entry = checkpoints.get_entry(source)
+        path = download.fetch(entry, validate=converters.npz_keys)
+    params, info = converters.read_checkpoint(path)
+    found = describe(params, variant)
+    include_top = found["classes"] is not None if include_top is None else include_top
+    size = image_size or found["image_size"]
+    model = ViT(
+        **get_variant(found["variant"]),
+        input_shape=(size, size, 3),
+        include_top=include_top,
+        classes=classes or found["classes"] or 1000,
+        pooling=None if include_top else "token" if "cls" in params else "avg",
+        representation_size=found["representation_size"],
+        gelu_approximate=info["gelu_approximate"],
+        layer_norm_epsilon=info["layer_norm_epsilon"] or 1e-6,
+        classifier="token" if "cls" in params else "gap",
+        name="vit_" + found["variant"].replace("/", "").lower(),
+    )
+    report = load_weights(model, path, resample=resample)
+    folder = os.path.dirname(os.path.abspath(output))
+    os.makedirs(folder, exist_ok=True)
+    suffix = ".weights.h5" if output.endswith(".weights.h5") else ".keras"
+    tmp = os.path.join(folder, f".{os.path.basename(output)}.tmp{os.getpid()}{suffix}")
+    try:
+        model.save_weights(tmp) if suffix == ".weights.h5" else model.save(tmp)
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return model, report
+
+
+def main(argv):
+    """`keras-vit convert SOURCE OUTPUT [--variant B/16] [--image_size 384] ...`"""
+    values = flags.FlagValues()
+    _define(values)
+    rest = values(argv)
+    if values.list:
+        print(catalogue_markdown(), end="")
+        return 0
+    if len(rest) != 3:
+        print("usage: keras-vit convert SOURCE OUTPUT.weights.h5|OUTPUT.keras [--variant B/16] [--image_size 384] "
+              "[--classes N] [--noinclude_top] [--resample official|bicubic] | --list", file=sys.stderr)
+        return 2
+    source, output = rest[1], rest[2]
+    try:
+        model, report = convert(source, output, values.variant, values.image_size, values.classes,
+                                values.include_top, values.resample)
+    except (ValueError, OSError) as error:
+        print(f"keras-vit convert: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {output}: {model.name}, input {model.input_shape[1:]}, output {model.output_shape[1:]}, "
+          f"{model.count_params():,} parameters")
+    if report["resampled"]:
+        old, new, method = report["resampled"]
+        print(f"position embeddings resized {old} -> {new} ({method})")
+    if report["skipped"]:
+        print(f"not loaded (kept their initialisation): {', '.join(report['skipped'])}")
+    return 0

@@ -11,7 +11,9 @@ import sys
 COMMANDS = {
     "summary": ("keras_vit.cli_summary:main", "print a variant's architecture and parameter count"),
     "variants": ("keras_vit.cli_summary:variants", "list the ViT variants"),
+    "export": ("keras_vit.cli_export:export", "export to a TF Serving SavedModel, TFLite/LiteRT (float32/float16/dynamic/int8), ONNX"),
     "convert": ("keras_vit.cli_convert:main", "convert an official .npz, timm/Hugging Face .safetensors or catalogue checkpoint to .weights.h5/.keras"),
+    "predict": ("keras_vit.cli_export:predict", "classify image files with a .keras, SavedModel, .tflite or catalogue model"),
 }
 
 

@@ -5,6 +5,9 @@
 """
 
 from keras_vit import layers, variants
+# Registers the training recipe's schedule, loss and optimizers, so a `.keras`
+# file saved with its optimizer loads after `import keras_vit`.
+from keras_vit import training
 from keras_vit import checkpoints
 from keras_vit.imagenet import decode_predictions, preprocess_input
 from keras_vit.loading import load_weights

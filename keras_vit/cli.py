@@ -11,6 +11,8 @@ import sys
 COMMANDS = {
     "summary": ("keras_vit.cli_summary:main", "print a variant's architecture and parameter count"),
     "variants": ("keras_vit.cli_summary:variants", "list the ViT variants"),
+    "train": ("keras_vit.cli_train:main", "train or fine-tune a ViT (tf.data, paper recipes, tf.distribute)"),
+    "demo": ("keras_vit.cli_demo:main", "the main job: train, evaluate, save, export and plot a Fashion-MNIST ViT"),
     "export": ("keras_vit.cli_export:export", "export to a TF Serving SavedModel, TFLite/LiteRT (float32/float16/dynamic/int8), ONNX"),
     "convert": ("keras_vit.cli_convert:main", "convert an official .npz, timm/Hugging Face .safetensors or catalogue checkpoint to .weights.h5/.keras"),
     "predict": ("keras_vit.cli_export:predict", "classify image files with a .keras, SavedModel, .tflite or catalogue model"),

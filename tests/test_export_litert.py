@@ -1,6 +1,5 @@
 """TFLite/LiteRT export: every mode, builtin-ops check, parity, variable batch, Fashion-MNIST agreement."""
 
-import gzip
 import os
 
 import keras
@@ -8,13 +7,9 @@ import numpy as np
 import pytest
 
 import keras_vit
+from keras_vit import data
 from keras_vit import export as vit_export
 from keras_vit import litert
-
-FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
-FASHION_NAMES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
-]
 
 
 def tiny(classes=3):
@@ -138,21 +133,11 @@ def test_path_must_end_in_tflite(model, tmp_path):
         litert.export_tflite(model, str(tmp_path / "m.bin"))
 
 
-def read_idx(name):
-    with gzip.open(os.path.join(FASHION_MNIST, name + ".gz")) as f:
-        data = f.read()
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(data[3])]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * data[3]).reshape(dims)
-
-
 @pytest.fixture(scope="module")
 def fashion_model():
-    if not os.path.isdir(FASHION_MNIST):
-        pytest.skip(f"Fashion-MNIST files not found in {FASHION_MNIST} (Debian package dataset-fashion-mnist)")
-    train_x = read_idx("train-images-idx3-ubyte")[..., None].astype("float32")
-    train_y = read_idx("train-labels-idx1-ubyte")
-    test_x = read_idx("t10k-images-idx3-ubyte")[:2000, ..., None].astype("float32")
-    test_y = read_idx("t10k-labels-idx1-ubyte")[:2000]
+    train_x, train_y = data.load_fashion_mnist("train")
+    test_x, test_y = data.load_fashion_mnist("test")
+    train_x, test_x, test_y = train_x.astype("float32"), test_x[:2000].astype("float32"), test_y[:2000]
     keras.utils.set_random_seed(0)
     model = keras_vit.ViT(2, 64, 128, 4, 7, input_shape=(28, 28, 1), classes=10)
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy")
@@ -165,7 +150,7 @@ def fashion_model():
 def test_quantized_fashion_mnist_model_agrees_with_keras(fashion_model, mode, agreement, tmp_path):
     model, calibration, test_x, test_y = fashion_model
     path = litert.export_tflite(
-        model, str(tmp_path / f"fashion_{mode}.tflite"), mode, calibration, class_names=FASHION_NAMES
+        model, str(tmp_path / f"fashion_{mode}.tflite"), mode, calibration, class_names=data.FASHION_MNIST_CLASSES
     )
     report = litert.verify_tflite(path, model, test_x, test_y)
     print(f"{mode}: {report}")

@@ -1,0 +1,175 @@
+"""`keras-vit demo`: the README's main job, end to end on real Fashion-MNIST.
+
+Trains a small ViT on the 60,000 training images, evaluates it on the 10,000
+test images, saves it (`model.keras`), exports it (a TF Serving SavedModel and a
+TFLite file), predicts a few test images, and writes
+`training_curves.png` and `confusion_matrix.png`. The defaults take about 15
+minutes of CPU on 2 cores (24.6 min wall measured on shared cores); `--quick` about two.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+
+from keras_vit import cli_train
+
+# Measured on 2 CPU cores: see benchmarks/RESULTS.md, "Training".
+DEMO_DEFAULTS = dict(
+    num_layers=4, hidden_size=64, mlp_dim=128, num_heads=4, patch_size=4, image_size=28,
+    epochs=10, batch_size=128, learning_rate=2e-3, weight_decay=0.05, warmup_epochs=1.0,
+    label_smoothing=0.1, crop_area_min=1.0, output_dir="demo_output",
+)
+QUICK = dict(epochs=2, max_train_examples=15_000, max_eval_examples=10_000)
+
+
+def _parse(argv):
+    from absl import flags
+
+    values = flags.FlagValues()
+    cli_train.define_flags(values, **DEMO_DEFAULTS)
+    flags.DEFINE_bool("quick", False, "A ~2 minute run (2 epochs on 15,000 images) to see it work.",
+                      flag_values=values)
+    flags.DEFINE_integer("predict", 8, "Test images to predict and print.", flag_values=values)
+    flags.DEFINE_bool("export", True, "Export a SavedModel and a TFLite model.", flag_values=values)
+    values(argv)
+    if values.quick:
+        for name, value in QUICK.items():
+            if not values[name].present:
+                values[name].value = value
+    return values
+
+
+def plot_history(history, path):
+    """Writes loss and accuracy curves (train and test) to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, history[key], "o-", label="train")
+        if "val_" + key in history:
+            ax.plot(epochs, history["val_" + key], "s-", label="test")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def confusion_matrix(labels, predictions, num_classes):
+    """Counts `(true, predicted)` pairs: rows are true classes.
+
+    Example:
+
+    >>> confusion_matrix(np.array([0, 1, 1]), np.array([0, 1, 0]), 2).tolist()
+    [[1, 0], [1, 1]]
+    """
+    matrix = np.zeros((num_classes, num_classes), "int64")
+    np.add.at(matrix, (labels, predictions), 1)
+    return matrix
+
+
+def plot_confusion(matrix, class_names, path):
+    """Writes a confusion matrix with counts to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 7))
+    ax.imshow(matrix, cmap="Blues")
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+    ax.set_title(f"Fashion-MNIST test set: accuracy {accuracy:.2%}")
+    threshold = matrix.max() / 2
+    for i in ticks:
+        for j in ticks:
+            ax.text(j, i, matrix[i, j], ha="center", va="center", fontsize=7,
+                    color="white" if matrix[i, j] > threshold else "black")
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def _save_figure(fig, path):
+    import matplotlib.pyplot as plt
+
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _export(model, output_dir, class_names):
+    """A TF Serving SavedModel and a float32 TFLite file of the trained model."""
+    from keras_vit import export, litert
+
+    done = {
+        "saved_model": os.path.join(output_dir, "saved_model"),
+        "tflite": os.path.join(output_dir, "model.tflite"),
+    }
+    export.export_saved_model(model, done["saved_model"], version=1, class_names=list(class_names), overwrite=True)
+    litert.export_tflite(model, done["tflite"], quantize="float32", class_names=list(class_names))
+    for kind, path in done.items():
+        print(f"export: {kind} -> {path}")
+    return done
+
+
+def demo(argv):
+    """Runs the main job; returns 0."""
+    from keras_vit import data
+
+    values = _parse(argv)
+    start = time.time()
+    model, history, results = cli_train.run(values)
+    output_dir = values.output_dir
+    images, labels = data.load_fashion_mnist("test", values.data_dir)
+    if values.max_eval_examples:
+        images, labels = images[: values.max_eval_examples], labels[: values.max_eval_examples]
+    rgb = np.repeat(images, 3, axis=-1).astype("float32")
+    if values.image_size != rgb.shape[1]:
+        import tensorflow as tf
+
+        rgb = tf.image.resize(rgb, (values.image_size, values.image_size)).numpy()
+    probabilities = model.predict(rgb, batch_size=512, verbose=0)
+    predicted = probabilities.argmax(-1)
+    classes = data.FASHION_MNIST_CLASSES
+    print(f"predictions for the first {values.predict} test images:")
+    for i in range(min(values.predict, len(rgb))):
+        mark = "ok" if predicted[i] == labels[i] else "WRONG"
+        print(f"  test[{i}]: {classes[predicted[i]]:<12} p={probabilities[i, predicted[i]]:.3f}  "
+              f"(true: {classes[labels[i]]}) {mark}")
+    matrix = confusion_matrix(labels, predicted, len(classes))
+    plot_history(history.history, os.path.join(output_dir, "training_curves.png"))
+    plot_confusion(matrix, classes, os.path.join(output_dir, "confusion_matrix.png"))
+    exported = _export(model, output_dir, classes) if values.export else {}
+    summary = {
+        "test_accuracy": float(np.mean(predicted == labels)),
+        "test_images": int(len(labels)),
+        "train_seconds": results["train_seconds"],
+        "total_seconds": round(time.time() - start, 1),
+        "parameters": results["parameters"],
+        "files": {
+            "model": os.path.join(output_dir, "model.keras"),
+            "training_curves": os.path.join(output_dir, "training_curves.png"),
+            "confusion_matrix": os.path.join(output_dir, "confusion_matrix.png"),
+            **exported,
+        },
+    }
+    cli_train._atomic_json(os.path.join(output_dir, "demo_summary.json"), summary)
+    print(json.dumps(summary, indent=1))
+    print(f"keras-vit demo: test accuracy {summary['test_accuracy']:.2%} on {len(labels)} Fashion-MNIST test "
+          f"images, {summary['total_seconds'] / 60:.1f} min; outputs in {output_dir}/")
+    return 0
+
+
+main = demo

@@ -1,0 +1,206 @@
+"""`keras-vit train`: train or fine-tune a ViT with the paper's recipes.
+
+`examples/train.py` and `examples/fine_tune.py` run the same code. Outputs go
+to `--output_dir`: `backup/` (resume after a crash: start the same command
+again), `checkpoints/latest.weights.h5`, `logs/` (TensorBoard),
+`history.json`, `model.keras` and `eval.json`.
+"""
+
+import json
+import os
+import time
+
+from absl import flags
+
+SMALL_VIT = dict(num_layers=6, hidden_size=128, mlp_dim=256, num_heads=4, patch_size=4)
+
+
+def define_flags(values, **defaults):
+    """Defines the training flags on a `flags.FlagValues`; `defaults` overrides defaults."""
+    d = dict(
+        dataset="fashion_mnist", variant="custom", image_size=28, epochs=10, batch_size=128,
+        recipe="pretrain", optimizer="adamw", learning_rate=1e-3, weight_decay=0.05,
+        warmup_epochs=1.0, label_smoothing=0.1, crop_area_min=1.0, output_dir="runs/vit",
+    )
+    d.update(defaults)
+    S, I, F, B, E = (flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_float,
+                     flags.DEFINE_bool, flags.DEFINE_enum)
+    kw = {"flag_values": values}
+    S("dataset", d["dataset"], "fashion_mnist, a tensorflow-datasets name, or a folder of "
+      "images with one sub-folder per class (optionally train/ and test/ inside).", **kw)
+    S("data_dir", None, "Folder of the Fashion-MNIST idx files, or TFDS data_dir.", **kw)
+    S("manual_dir", None, "TFDS manual download folder (imagenet2012).", **kw)
+    S("train_split", "train", "Training split.", **kw)
+    S("eval_split", "test", "Evaluation split; 'none' skips evaluation.", **kw)
+    I("max_train_examples", None, "Use only the first N training examples.", **kw)
+    I("max_eval_examples", None, "Use only the first N evaluation examples.", **kw)
+    S("variant", d["variant"], "ViT variant (Ti/16 ... H/14), or 'custom' for the --num_layers ... flags.", **kw)
+    for name, value in SMALL_VIT.items():
+        I(name, d.get(name, value), f"{name} of a custom ViT.", **kw)
+    I("image_size", d["image_size"], "Input height and width.", **kw)
+    F("dropout", 0.0, "Dropout rate.", **kw)
+    F("drop_path", d.get("drop_path", 0.0), "Stochastic depth rate of the last block.", **kw)
+    S("init_weights", None, "Start from these weights (.weights.h5/.keras, any image size: "
+      "position embeddings are resized; a head of another size is skipped).", **kw)
+    I("epochs", d["epochs"], "Training epochs.", **kw)
+    I("steps_per_epoch", None, "Steps per epoch (default: one pass over the data).", **kw)
+    I("batch_size", d["batch_size"], "Global batch size (split over replicas).", **kw)
+    E("recipe", d["recipe"], ["pretrain", "finetune"], "Base recipe (DESIGN.md section 4).", **kw)
+    E("optimizer", d["optimizer"], ["adamw", "adam", "sgd"], "Optimizer.", **kw)
+    F("learning_rate", d["learning_rate"], "Peak learning rate at --base_batch_size.", **kw)
+    I("base_batch_size", None, "Batch size --learning_rate is stated for; the rate is scaled "
+      "linearly to the global batch. Default: no scaling.", **kw)
+    F("weight_decay", d["weight_decay"], "AdamW weight decay (0 for adam/sgd).", **kw)
+    F("warmup_epochs", d["warmup_epochs"], "Linear warm-up length in epochs.", **kw)
+    E("decay", d.get("decay", "cosine"), ["cosine", "linear"], "Decay after warm-up.", **kw)
+    F("label_smoothing", d["label_smoothing"], "Label smoothing.", **kw)
+    F("clipnorm", 1.0, "Gradient clipping global norm (0: off).", **kw)
+    F("crop_area_min", d["crop_area_min"], "Inception crop minimum area; 1 (the default) disables cropping. The paper uses 0.05 on "
+      "ImageNet-scale data; on 28x28 Fashion-MNIST any crop slowed learning in our runs.", **kw)
+    B("flip", True, "Random horizontal flips.", **kw)
+    B("randaugment", False, "Keras RandAugment.", **kw)
+    F("mixup", 0.0, "MixUp alpha (0: off).", **kw)
+    F("cutmix", 0.0, "CutMix alpha (0: off).", **kw)
+    E("mixed_precision", "none", ["none", "auto", "bf16", "fp16"], "Mixed precision policy.", **kw)
+    B("jit_compile", True, "XLA-compile the train step.", **kw)
+    E("strategy", "default", ["default", "mirrored", "multiworker", "tpu"], "Distribution strategy.", **kw)
+    S("tpu", None, "TPU name or grpc:// address for --strategy=tpu.", **kw)
+    I("seed", 0, "Seed of weights, data order and augmentation.", **kw)
+    S("output_dir", d["output_dir"], "Backups, checkpoints, logs and the final model go here.", **kw)
+    I("verbose", 1, "Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.", **kw)
+
+
+def build_model(values, num_classes):
+    """Builds the ViT the flags describe."""
+    import keras_vit
+    from keras_vit.variants import get_variant
+
+    if values.variant == "custom":
+        arch = {name: getattr(values, name) for name in SMALL_VIT}
+    else:
+        arch = get_variant(values.variant)
+    return keras_vit.ViT(
+        **arch,
+        input_shape=(values.image_size, values.image_size, 3),
+        classes=num_classes,
+        dropout_rate=values.dropout,
+        drop_path_rate=values.drop_path,
+        name="vit_" + values.variant.replace("/", "").lower(),
+    )
+
+
+def _count(dataset):
+    n = dataset.cardinality().numpy()
+    return int(n) if n >= 0 else int(dataset.reduce(0, lambda c, _: c + 1).numpy())
+
+
+def run(values, callbacks=()):
+    """Trains and evaluates as the flags say; returns `(model, history, results)`."""
+    import functools
+
+    import keras
+    import tensorflow as tf
+
+    from keras_vit import data, distribute, export, loading, training
+
+    keras.utils.set_random_seed(values.seed)
+    policy = training.set_mixed_precision(values.mixed_precision)
+    strategy = distribute.resolve_strategy(values.strategy, tpu=values.tpu)
+    batch = distribute.global_batch_size(values.batch_size, strategy)
+    learning_rate = distribute.scale_learning_rate(values.learning_rate, batch, values.base_batch_size)
+
+    train_ds, class_names = data.load(values.dataset, values.train_split, values.data_dir, values.manual_dir)
+    evaluate = values.eval_split not in ("", "none")
+    eval_ds = data.load(values.dataset, values.eval_split, values.data_dir, values.manual_dir)[0] if evaluate else None
+    if values.max_train_examples:
+        train_ds = train_ds.take(values.max_train_examples)
+    if values.max_eval_examples and evaluate:
+        eval_ds = eval_ds.take(values.max_eval_examples)
+    num_train = _count(train_ds)
+    steps_per_epoch = values.steps_per_epoch or max(num_train // batch, 1)
+    total_steps = steps_per_epoch * values.epochs
+    mixing = values.mixup > 0 or values.cutmix > 0
+    label_mode = "one_hot" if mixing else "int"
+    common = dict(image_size=values.image_size, num_classes=len(class_names), seed=values.seed,
+                  label_mode=label_mode, cache=values.dataset == "fashion_mnist")
+    make_train = functools.partial(
+        data.pipeline, train_ds, training=True,
+        area_range=None if values.crop_area_min >= 1 else (values.crop_area_min, 1.0),
+        flip=values.flip, randaugment=values.randaugment, mixup=values.mixup, cutmix=values.cutmix, **common,
+    )
+    make_eval = functools.partial(data.pipeline, eval_ds, training=False, **common)
+    # With --steps_per_epoch an "epoch" need not be one pass: keep the iterator going.
+    repeat = bool(values.steps_per_epoch)
+    train_input = data.distributed(
+        strategy, lambda b, ctx: make_train(batch_size=b, input_context=ctx).repeat(-1 if repeat else 1), batch
+    )
+    eval_input = None
+    if evaluate:
+        eval_input = data.distributed(strategy, lambda b, ctx: make_eval(batch_size=b, input_context=ctx), batch)
+
+    with strategy.scope():
+        model = build_model(values, len(class_names))
+        if values.init_weights:
+            loading.load_weights(model, values.init_weights)
+        if policy != "float32":
+            training.keep_attention_softmax_in_float32(model)
+        overrides = dict(
+            optimizer=values.optimizer, learning_rate=learning_rate,
+            weight_decay=values.weight_decay if values.optimizer == "adamw" else 0.0,
+            warmup_steps=int(values.warmup_epochs * steps_per_epoch), decay=values.decay,
+            label_smoothing=values.label_smoothing, global_clipnorm=values.clipnorm or None,
+        )
+        training.compile_model(model, values.recipe, total_steps=total_steps, label_mode=label_mode,
+                               jit_compile=values.jit_compile and values.strategy != "tpu", **overrides)
+        distribute.prepare_multiworker_model(model, strategy, (len(class_names),) if mixing else ())
+
+    output_dir = values.output_dir
+    own_dir = distribute.writable_dir(output_dir, strategy)
+    os.makedirs(own_dir, exist_ok=True)
+    all_callbacks = distribute.fault_tolerance_callbacks(output_dir, strategy) + [
+        keras.callbacks.TensorBoard(os.path.join(own_dir, "logs")),
+        *callbacks,
+    ]
+    print(f"keras-vit train: {num_train} training examples, {len(class_names)} classes, "
+          f"{strategy.num_replicas_in_sync} replica(s), global batch {batch}, lr {learning_rate:g}, "
+          f"{steps_per_epoch} steps x {values.epochs} epochs, {model.count_params():,} parameters", flush=True)
+    start = time.time()
+    history = model.fit(train_input, epochs=values.epochs, steps_per_epoch=steps_per_epoch,
+                        validation_data=eval_input, callbacks=all_callbacks, verbose=values.verbose,
+                        shuffle=False)
+    train_seconds = time.time() - start
+    results = {}
+    if evaluate:
+        results = {k: float(v) for k, v in model.evaluate(eval_input, return_dict=True, verbose=0).items()}
+        print(f"final evaluation on {values.eval_split}: "
+              + ", ".join(f"{k}={results[k]:.4f}" for k in ("loss", "accuracy")), flush=True)
+    results.update(train_seconds=round(train_seconds, 1), parameters=model.count_params())
+    _atomic_json(os.path.join(own_dir, "history.json"), history.history)
+    _atomic_json(os.path.join(own_dir, "eval.json"), results)
+    model_path = os.path.join(own_dir, "model.keras")
+    tmp = os.path.join(own_dir, ".model.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, model_path)
+    # `keras-vit predict model.keras` prints these names.
+    export.write_labels(model_path, class_names)
+    return model, history, results
+
+
+def _atomic_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, default=float)
+    os.replace(tmp, path)
+
+
+def _parse(argv, **defaults):
+    values = flags.FlagValues()
+    define_flags(values, **defaults)
+    values(argv)
+    return values
+
+
+def main(argv):
+    """`keras-vit train`: trains a ViT from scratch (or --init_weights) and evaluates it."""
+    run(_parse(argv))
+    return 0

@@ -1,0 +1,160 @@
+"""Input pipelines: idx files, folders, shapes, ranges, determinism, grayscale, sharding."""
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_vit import data
+
+
+def write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.astype("uint8").tobytes())
+
+
+def fake_fashion_mnist(root, n=12):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 28, 28)).astype("uint8")
+    labels = (np.arange(n) % 10).astype("uint8")
+    for split, (img_name, lbl_name) in data._FASHION_MNIST_FILES.items():
+        write_idx(os.path.join(root, img_name + ".gz"), images)
+        write_idx(os.path.join(root, lbl_name + ".gz"), labels)
+    return images, labels
+
+
+def gray_dataset(n=8, size=28, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, size, size, 1)).astype("uint8")
+    return tf.data.Dataset.from_tensor_slices({"image": images, "label": np.arange(n) % 10}), images
+
+
+def batches(dataset):
+    return [(x.numpy(), y.numpy()) for x, y in dataset]
+
+
+def test_read_idx_round_trip_and_bad_header(tmp_path):
+    array = np.arange(24, dtype="uint8").reshape(2, 3, 4)
+    write_idx(str(tmp_path / "a-idx3-ubyte.gz"), array)
+    np.testing.assert_array_equal(data.read_idx(str(tmp_path / "a-idx3-ubyte.gz")), array)
+    (tmp_path / "bad").write_bytes(bytes([1, 2, 3, 4, 5]))
+    with pytest.raises(ValueError, match="bytes 0, 0, 8"):
+        data.read_idx(str(tmp_path / "bad"))
+    (tmp_path / "short").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 5, 1]))
+    with pytest.raises(ValueError, match="truncated"):
+        data.read_idx(str(tmp_path / "short"))
+
+
+def test_load_fashion_mnist_from_data_dir(tmp_path):
+    images, labels = fake_fashion_mnist(str(tmp_path))
+    x, y = data.load_fashion_mnist("test", data_dir=str(tmp_path))
+    assert x.shape == (12, 28, 28, 1) and x.dtype == np.uint8
+    np.testing.assert_array_equal(x[..., 0], images)
+    np.testing.assert_array_equal(y, labels)
+    with pytest.raises(FileNotFoundError, match="Received: data_dir="):
+        data.load_fashion_mnist("train", data_dir=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="split='val'"):
+        data.load_fashion_mnist("val")
+    assert len(data.FASHION_MNIST_CLASSES) == 10 and data.FASHION_MNIST_CLASSES[9] == "Ankle boot"
+
+
+def test_real_fashion_mnist_files():
+    x, y = data.load_fashion_mnist("test")
+    assert x.shape == (10_000, 28, 28, 1)
+    assert np.bincount(y).tolist() == [1000] * 10
+
+
+def test_train_pipeline_shapes_ranges_and_gray_to_rgb():
+    source, _ = gray_dataset()
+    x, y = batches(data.pipeline(source, 32, 4, 10, training=True, seed=1))[0]
+    assert x.shape == (4, 32, 32, 3) and x.dtype == np.float32
+    assert y.shape == (4,)
+    assert 0.0 <= x.min() and x.max() <= 255.0 and x.max() > 100
+    # Grayscale is repeated, not converted with weights: R == G == B.
+    np.testing.assert_array_equal(x[..., 0], x[..., 1])
+    np.testing.assert_array_equal(x[..., 0], x[..., 2])
+    single = batches(data.pipeline(source, 28, 4, 10, channels=1))[0][0]
+    assert single.shape == (4, 28, 28, 1)
+
+
+def test_training_is_deterministic_per_seed_and_varies_by_epoch():
+    source, _ = gray_dataset()
+    a = data.pipeline(source, 28, 4, 10, training=True, seed=7)
+    b = data.pipeline(source, 28, 4, 10, training=True, seed=7)
+    c = data.pipeline(source, 28, 4, 10, training=True, seed=8)
+    first_a, first_b, first_c = batches(a), batches(b), batches(c)
+    for (xa, ya), (xb, yb) in zip(first_a, first_b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert not all(np.array_equal(xa, xc) for (xa, _), (xc, _) in zip(first_a, first_c))
+    second_a = batches(a)  # the next epoch: another order and other crops
+    assert not all(np.array_equal(x1, x2) for (x1, _), (x2, _) in zip(first_a, second_a))
+
+
+def test_eval_resizes_the_whole_image_without_crop():
+    source, images = gray_dataset(n=2)
+    x, y = batches(data.pipeline(source, 56, 2, 10, training=False))[0]
+    expected = tf.image.resize(images.astype("float32"), (56, 56)).numpy()
+    np.testing.assert_allclose(x[..., :1], expected, atol=1e-4)
+    np.testing.assert_array_equal(y, [0, 1])
+
+
+def test_inception_crop_zooms_in():
+    # A horizontal ramp: a small crop covers a narrow band of values.
+    ramp = np.tile(np.linspace(0, 255, 64, dtype="float32")[None, :, None], (64, 1, 1))
+    spans = []
+    for s in range(10):
+        crop = data.inception_crop(ramp, (64, 64), seed=[s, 0], area_range=(0.05, 0.1)).numpy()
+        spans.append(crop.max() - crop.min())
+    assert max(spans) < 150  # The whole image spans 255.
+    full = data.inception_crop(ramp, (64, 64), seed=[0, 0], area_range=(1.0, 1.0)).numpy()
+    assert full.max() - full.min() > 250
+
+
+def test_mixup_cutmix_randaugment_give_soft_labels_in_range():
+    source, _ = gray_dataset(n=16)
+    ds = data.pipeline(source, 28, 8, 10, training=True, randaugment=True, mixup=0.8, cutmix=1.0, seed=3)
+    x, y = batches(ds)[0]
+    assert x.shape == (8, 28, 28, 3) and 0 <= x.min() and x.max() <= 255
+    assert y.shape == (8, 10) and y.dtype == np.float32
+    np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
+    assert (y.max(-1) < 1.0).any()  # Some labels were mixed.
+
+
+def test_sharding_splits_the_data_between_input_pipelines():
+    source, _ = gray_dataset(n=8)
+    seen = []
+    for pipeline_id in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline_id)
+        seen.append(np.concatenate([y for _, y in batches(data.pipeline(source, 28, 2, 10, input_context=context))]))
+    assert sorted(np.concatenate(seen).tolist()) == list(range(8))
+    assert set(seen[0]).isdisjoint(seen[1])
+
+
+def test_image_folder_mixed_modes_and_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, channels in (("cat", 1), ("dog", 3)):
+        os.makedirs(tmp_path / name)
+        for i in range(3):
+            pixels = rng.integers(0, 256, (20 + i, 24, channels)).astype("uint8")
+            (tmp_path / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    dataset, names = data.load(str(tmp_path))
+    assert names == ["cat", "dog"]
+    x, y = batches(data.pipeline(dataset, 16, 6, 2))[0]
+    assert x.shape == (6, 16, 16, 3)
+    assert y.tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="missing \\['bird'\\]"):
+        data.image_folder(str(tmp_path), class_names=["cat", "bird"])
+    with pytest.raises(ValueError, match="existing folder"):
+        data.image_folder(str(tmp_path / "nope"))
+
+
+def test_bad_label_mode():
+    source, _ = gray_dataset()
+    with pytest.raises(ValueError, match="label_mode='sparse'"):
+        data.pipeline(source, 28, 2, 10, label_mode="sparse")

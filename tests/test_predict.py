@@ -26,14 +26,10 @@ def keras_vit_command(*args):
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def workspace(tmp_path_factory, save_tiny_classifier):
     root = tmp_path_factory.mktemp("predict")
-    model = keras_vit.ViT(2, 32, 64, 2, 8, input_shape=(32, 32, 3), classes=3)
+    model = save_tiny_classifier(root / "tiny.keras", NAMES)
     rng = np.random.default_rng(0)
-    for weight in model.get_layer("head").weights:
-        weight.assign(rng.normal(0, 0.5, weight.shape).astype("float32"))
-    model.save(root / "tiny.keras")
-    vit_export.write_labels(root / "tiny.keras", NAMES)
     vit_export.export_saved_model(model, root / "serving", class_names=NAMES)
     litert.export_tflite(model, str(root / "tiny.tflite"), class_names=NAMES)
     images = root / "images"

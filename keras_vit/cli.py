@@ -16,6 +16,7 @@ COMMANDS = {
     "export": ("keras_vit.cli_export:export", "export to a TF Serving SavedModel, TFLite/LiteRT (float32/float16/dynamic/int8), ONNX"),
     "convert": ("keras_vit.cli_convert:main", "convert an official .npz, timm/Hugging Face .safetensors or catalogue checkpoint to .weights.h5/.keras"),
     "predict": ("keras_vit.cli_export:predict", "classify image files with a .keras, SavedModel, .tflite or catalogue model"),
+    "explain": ("keras_vit.cli_explain:main", "attention maps of images and the paper's Figure 6/7 analyses, as PNGs"),
 }
 
 

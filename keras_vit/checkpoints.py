@@ -16,6 +16,7 @@ Sizes are the float32 parameter bytes computed from each file's architecture
 headers. The sha256 is recorded on first download and checked after.
 """
 
+import os
 import urllib.parse
 
 from keras_vit.converters import CheckpointError  # noqa: F401  (public)
@@ -98,7 +99,19 @@ IMAGENET21K = {
     "L/16": "vit_l16_augreg_in21k", "L/32": "vit_l32_in21k", "H/14": "vit_h14_in21k",
 }
 
-__all__ = ["WEIGHTS", "list_weights", "load_weights", "resample_position_embedding", "build_model"]
+# Models this project trained itself, kept in the repository's weights/ folder
+# (weights/FASHION_MNIST.md says how each was made). Whole `.keras` models with
+# their class names beside them (`<file>.labels.txt`); the sha256 is checked on use.
+SHIPPED = {
+    "vit_fashion_mnist": dict(
+        name="vit_fashion_mnist", file="vit_fashion_mnist.keras", dataset="Fashion-MNIST", image_size=28,
+        classes=10, parameters=809_226, test_accuracy=0.8897,
+        sha256="be503043db6acd1a12098b7e6ad05bfa572ebb2b7248d50862699b964d8a0fb0",
+        description="6 layers, width 128, 4x4 patches, trained from scratch on the 60,000 training images",
+    ),
+}
+
+__all__ = ["WEIGHTS", "SHIPPED", "list_weights", "load_weights", "resample_position_embedding", "build_model"]
 
 
 def list_weights(variant=None):
@@ -184,3 +197,35 @@ def build_model(name, **kwargs):
     kwargs.setdefault("input_shape", (entry["image_size"], entry["image_size"], 3))
     kwargs.setdefault("classes", entry["classes"])
     return CONSTRUCTORS[entry["variant"]](weights=name, **kwargs)
+
+
+def shipped_dir():
+    """Where the shipped models are: `$KERAS_VIT_WEIGHTS_DIR`, else the repository's `weights/` folder."""
+    return os.environ.get("KERAS_VIT_WEIGHTS_DIR") or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights"
+    )
+
+
+def shipped_path(name):
+    """The checked path of a shipped model (`SHIPPED`), e.g. `shipped_path("vit_fashion_mnist")`.
+
+    Raises:
+        ValueError: when the file is missing or its sha256 differs from the
+            recorded one (the message names the path and both hashes).
+    """
+    from keras_vit.download import sha256_of
+
+    entry = SHIPPED[name]
+    path = os.path.join(shipped_dir(), entry["file"])
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"The shipped model {name!r} is not at {path}: it lives in the repository's weights/ folder. "
+            "Set KERAS_VIT_WEIGHTS_DIR to the folder that holds it, or pass the .keras file's path."
+        )
+    digest = sha256_of(path)
+    if digest != entry["sha256"]:
+        raise ValueError(
+            f"The shipped model {name!r} at {path} was changed: sha256 {digest}, expected {entry['sha256']}. "
+            "Restore it (git checkout weights/) or pass your own file's path."
+        )
+    return path

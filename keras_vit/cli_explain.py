@@ -95,7 +95,7 @@ def main(argv):
     """Runs `keras-vit explain`; returns the exit status."""
 
     def define(v):
-        flags.DEFINE_string("weights", None, "A .keras file or a catalogue name.", flag_values=v)
+        flags.DEFINE_string("weights", None, "A .keras file, a shipped model (vit_fashion_mnist) or a catalogue name.", flag_values=v)
         flags.DEFINE_string("out", None, "Folder for the PNG files and explain.json.", flag_values=v)
         flags.DEFINE_integer("components", 28, "Principal components of the filters to draw.", flag_values=v)
 

@@ -100,10 +100,13 @@ def _from_keras_model(model, source, names=None):
 
 
 def load_classifier(source):
-    """Loads a `.keras` file, a SavedModel folder, a `.tflite` file or a catalogue name."""
+    """Loads a `.keras` file, a SavedModel folder, a `.tflite` file, a shipped model or a catalogue name."""
+    from keras_vit import checkpoints
     from keras_vit import export as vit_export
 
     path = os.fspath(source)
+    if path in checkpoints.SHIPPED:
+        path = checkpoints.shipped_path(path)
     if os.path.isdir(path):
         folder = _saved_model_folder(path)
         if folder is None:
@@ -351,7 +354,8 @@ def predict(argv):
 
     def define(v):
         flags.DEFINE_string(
-            "weights", None, "A .keras file, SavedModel folder, .tflite file or catalogue name.", flag_values=v
+            "weights", None, "A .keras file, SavedModel folder, .tflite file, shipped model (vit_fashion_mnist) or "
+            "catalogue name.", flag_values=v
         )
         flags.DEFINE_integer("top", 5, "How many classes to print per image.", flag_values=v)
         flags.DEFINE_bool("json", False, "Print one JSON document instead of text.", flag_values=v)

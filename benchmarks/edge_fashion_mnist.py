@@ -1,0 +1,48 @@
+"""The shipped Fashion-MNIST model in every TFLite mode, on all 10,000 real test images.
+
+Prints one Markdown row per mode: file size, median single-image latency,
+top-1 agreement with the Keras model, TFLite accuracy, accuracy change and
+max abs difference of the probabilities. int8 is calibrated on the last 300
+training images.
+
+    python benchmarks/edge_fashion_mnist.py          # files go to $OUT or /tmp/keras_vit_edge
+"""
+
+import os
+
+import keras
+import numpy as np
+
+from keras_vit import checkpoints, data, litert
+
+
+def rgb(images):
+    return np.repeat(images, 3, axis=-1).astype("float32")
+
+
+def main():
+    path = checkpoints.shipped_path("vit_fashion_mnist")
+    model = keras.models.load_model(path)
+    train_images, _ = data.load_fashion_mnist("train")
+    test_images, test_labels = data.load_fashion_mnist("test")
+    calibration, test = rgb(train_images[-300:]), rgb(test_images)
+    out = os.environ.get("OUT", "/tmp/keras_vit_edge")
+    print("| mode | size MB | median latency ms | top-1 agreement with Keras | TFLite accuracy | accuracy change | max abs diff |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| Keras (`.keras`) | {os.path.getsize(path) / 1e6:.2f} | {litert.keras_latency_ms(model, runs=100):.2f} | | | | |")
+    for mode in litert.QUANTIZE_MODES:
+        tflite = litert.export_tflite(
+            model, os.path.join(out, f"{mode}.tflite"), mode, calibration if mode == "int8" else None,
+            class_names=data.FASHION_MNIST_CLASSES,
+        )
+        report = litert.verify_tflite(tflite, model, test, test_labels, batch_size=500)
+        print(
+            f"| {mode} | {os.path.getsize(tflite) / 1e6:.2f} | {litert.tflite_latency_ms(tflite, runs=100):.2f} | "
+            f"{100 * report['top1_agreement']:.2f}% | {100 * report['tflite_accuracy']:.2f}% | "
+            f"{-100 * report['accuracy_drop']:+.2f} | {report['max_abs_diff']:.1e} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -256,3 +256,11 @@ def test_layer_validation_errors():
         vit_layers.AddPositionEmbedding((2, 3))(np.zeros((1, 9, 8)))
     with pytest.raises(ValueError, match="`mode` must be one of"):
         vit_layers.TokenPooling("first")
+
+
+@pytest.mark.parametrize("classifier", ["token", "gap"])
+def test_an_empty_batch_gives_an_empty_output(classifier):
+    model = keras_vit.ViT(2, 32, 64, 2, 8, input_shape=(32, 40, 3), classes=5, classifier=classifier)
+    assert tuple(model(np.zeros((0, 32, 40, 3), "float32")).shape) == (0, 5)
+    tokens = keras_vit.ViT(2, 32, 64, 2, 8, input_shape=(32, 40, 3), include_top=False)
+    assert tuple(tokens(np.zeros((0, 32, 40, 3), "float32")).shape) == (0, 21, 32)

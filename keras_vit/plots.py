@@ -1,4 +1,4 @@
-"""Drawing the analyses of `keras_vit.visualize` as PNG files (matplotlib, no screen needed)."""
+"""PNG figures (matplotlib, no screen needed): the analyses of `keras_vit.visualize`, training curves and confusion matrices."""
 
 import math
 import os
@@ -118,3 +118,41 @@ def attention_distance(distances, path, image_size=None):
         axis.legend(fontsize=6)
     figure.tight_layout()
     return _save(figure, path)
+
+
+def training_curves(history, path):
+    """Writes loss and accuracy curves (train and test) to a PNG."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, history[key], "o-", label="train")
+        if "val_" + key in history:
+            ax.plot(epochs, history["val_" + key], "s-", label="test")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def confusion_matrix(matrix, class_names, path, title="test set"):
+    """Writes a confusion matrix with counts (rows: true classes) and the accuracy to a PNG."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 7))
+    ax.imshow(matrix, cmap="Blues")
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+    ax.set_title(f"{title}: accuracy {accuracy:.2%}")
+    threshold = matrix.max() / 2
+    for i in ticks:
+        for j in ticks:
+            ax.text(j, i, matrix[i, j], ha="center", va="center", fontsize=7,
+                    color="white" if matrix[i, j] > threshold else "black")
+    fig.tight_layout()
+    return _save(fig, path)

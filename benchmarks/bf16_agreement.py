@@ -1,0 +1,33 @@
+"""Does mixed bfloat16 change predictions? The shipped Fashion-MNIST model on all 10,000 real test images.
+
+Builds the same architecture under the `mixed_bfloat16` policy, copies the float32 weights into it,
+and reports the top-1 agreement with float32, both accuracies and the max abs difference of the
+probabilities.
+
+    python benchmarks/bf16_agreement.py
+"""
+
+import keras
+import numpy as np
+
+import keras_vit
+from keras_vit import checkpoints, data
+
+
+def main():
+    fp32 = keras.models.load_model(checkpoints.shipped_path("vit_fashion_mnist"))
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    bf16 = keras_vit.ViT(6, 128, 256, 4, 4, input_shape=(28, 28, 3), classes=10)
+    keras.mixed_precision.set_global_policy("float32")
+    bf16.set_weights(fp32.get_weights())
+    images, labels = data.load_fashion_mnist("test")
+    images = np.repeat(images, 3, axis=-1).astype("float32")
+    p32 = fp32.predict(images, batch_size=500, verbose=0)
+    p16 = np.asarray(bf16.predict(images, batch_size=500, verbose=0), "float32")
+    print(f"top-1 agreement bf16 vs fp32: {np.mean(p32.argmax(-1) == p16.argmax(-1)):.2%}; "
+          f"accuracy fp32 {np.mean(p32.argmax(-1) == labels):.2%}, bf16 {np.mean(p16.argmax(-1) == labels):.2%}; "
+          f"max abs diff of probabilities {np.max(np.abs(p32 - p16)):.3f}")
+
+
+if __name__ == "__main__":
+    main()

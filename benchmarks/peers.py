@@ -1,0 +1,148 @@
+"""The peers the benchmarks measure keras_vit against, built with the same architecture.
+
+- keras-hub's ViT (`keras_hub.models.ViTImageClassifier` on a `ViTBackbone`), in this process;
+- timm's `VisionTransformer` on PyTorch's CPU build, in a worker subprocess: PyTorch and TensorFlow
+  loaded into one process can crash, and a separate process also keeps their thread pools apart.
+
+All models have random weights: speed does not depend on them.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+
+from keras_vit.variants import VARIANTS, canonical_name
+
+
+def keras_hub_classifier(variant, image_size, classes=1000):
+    """keras-hub's ViT classifier of a variant (class token, 1-D learned position embeddings)."""
+    import keras_hub
+
+    row = VARIANTS[canonical_name(variant)]
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(image_size, image_size, 3), patch_size=row["patch_size"], num_layers=row["num_layers"],
+        num_heads=row["num_heads"], hidden_dim=row["hidden_size"], mlp_dim=row["mlp_dim"],
+    )
+    return keras_hub.models.ViTImageClassifier(backbone, num_classes=classes, activation="softmax")
+
+
+TORCH_WORKER = textwrap.dedent(
+    """
+    import json, statistics, sys, time
+    import torch, timm
+
+    models = {}
+    for line in sys.stdin:
+        task = json.loads(line)
+        key = (task["timm_name"], task["image_size"], task.get("bf16", False))
+        if key not in models:
+            models[key] = timm.create_model(task["timm_name"], pretrained=False, img_size=task["image_size"],
+                                            num_classes=task["classes"]).eval()
+        model = models[key]
+        x = torch.rand(task["batch"], 3, task["image_size"], task["image_size"])
+        times = []
+        if task.get("train"):
+            # One AdamW step per run, clipping at global norm 1 as the paper's recipe.
+            model.train()
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+            labels = torch.randint(0, task["classes"], (task["batch"],))
+            for i in range(task["warmup"] + task["runs"]):
+                start = time.perf_counter()
+                optimizer.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(x), labels)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                if i >= task["warmup"]:
+                    times.append(time.perf_counter() - start)
+            model.eval()
+        else:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=key[2]):
+                for i in range(task["warmup"] + task["runs"]):
+                    start = time.perf_counter()
+                    model(x)
+                    if i >= task["warmup"]:
+                        times.append(time.perf_counter() - start)
+        import resource
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(json.dumps({"seconds": statistics.median(times), "peak_rss": peak}), flush=True)
+    """
+)
+
+TIMM_NAMES = {
+    "Ti/16": "vit_tiny_patch16_224", "S/16": "vit_small_patch16_224", "S/32": "vit_small_patch32_224",
+    "B/8": "vit_base_patch8_224", "B/16": "vit_base_patch16_224", "B/32": "vit_base_patch32_224",
+    "L/16": "vit_large_patch16_224", "L/32": "vit_large_patch32_224", "H/14": "vit_huge_patch14_224",
+}
+
+
+class TimmWorker:
+    """A PyTorch subprocess that times timm's ViT on request: `median_seconds(variant, ...)`."""
+
+    def __init__(self):
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", TORCH_WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+
+    def median_seconds(self, variant, image_size, batch, runs, warmup, classes=1000, bf16=False, train=False):
+        """Median seconds of a forward pass (or, with `train=True`, of one AdamW training step)."""
+        task = dict(timm_name=TIMM_NAMES[canonical_name(variant)], image_size=image_size, batch=batch,
+                    runs=runs, warmup=warmup, classes=classes, bf16=bf16, train=train)
+        self.process.stdin.write(json.dumps(task) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"The timm worker stopped (exit status {self.process.poll()}); is timm installed?")
+        reply = json.loads(line)
+        self.peak_rss = reply["peak_rss"]
+        return reply["seconds"]
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def keras_median_seconds(model, batch, runs, warmup, jit_compile=False):
+    """Median wall time of one forward pass of a Keras model in a compiled `tf.function`."""
+    import statistics
+    import time
+
+    import tensorflow as tf
+
+    shape = (batch,) + tuple(model.input_shape[1:])
+    x = tf.constant(np.random.default_rng(0).uniform(0, 255, shape).astype("float32"))
+    call = tf.function(lambda images: model(images, training=False), jit_compile=jit_compile)
+    times = []
+    for i in range(warmup + runs):
+        start = time.perf_counter()
+        keras.ops.convert_to_numpy(call(x))
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def keras_train_step_seconds(model, batch, runs, warmup, classes=1000, jit_compile=True):
+    """Median seconds of one `train_on_batch` step with AdamW and global-norm clipping at 1."""
+    import statistics
+    import time
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (batch,) + tuple(model.input_shape[1:])).astype("float32")
+    y = rng.integers(0, classes, (batch,))
+    model.compile(
+        optimizer=keras.optimizers.AdamW(1e-4, weight_decay=0.05, global_clipnorm=1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False), jit_compile=jit_compile,
+    )
+    times = []
+    for i in range(warmup + runs):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -1,0 +1,31 @@
+"""The benchmark scripts run end to end (tiny settings; no timing is asserted)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import inference  # noqa: E402
+
+
+def test_flop_count_matches_the_published_figure():
+    # ViT-B/16 at 224 needs 35.1 GFLOP per image forward (issue 7, counting a multiply-add as 2).
+    assert inference.gflop_per_image("B/16", 224) == pytest.approx(35.1, abs=0.1)
+    assert inference.gflop_per_image("B/16", 384) > 3 * inference.gflop_per_image("B/16", 224)
+
+
+@pytest.mark.slow
+def test_inference_benchmark_prints_a_row_per_implementation():
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "inference.py"), "--variants", "Ti/16", "--batches", "1",
+         "--rounds", "1", "--runs", "1", "--warmup", "1", "--no-keras-hub"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| Ti/16 |")]
+    assert [row.split("|")[4].strip() for row in rows] == ["keras_vit", "keras_vit (XLA)", "timm (PyTorch)"]
+    assert "matmul ceiling:" in result.stdout

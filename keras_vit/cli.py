@@ -20,6 +20,35 @@ COMMANDS = {
 }
 
 
+HELP_FLAGS = ("-h", "--help", "-help", "--helpfull")
+
+
+def parse_flags(argv, define, usage="[--flags]", positional=True):
+    """Parses a command's `absl.flags`; returns `(values, positional arguments)`.
+
+    `define(values)` defines the flags on a fresh `flags.FlagValues`. `--help`
+    prints the usage and the flags and exits with 0; an unknown or malformed
+    flag, or positional arguments where the command takes none, print the
+    problem and exit with 2 (`main` turns the exit into its return value).
+    """
+    from absl import flags
+
+    values = flags.FlagValues()
+    define(values)
+    if any(arg in HELP_FLAGS for arg in argv[1:]):
+        print(f"usage: {argv[0]} {usage}\n{values.get_help()}")
+        raise SystemExit(0)
+    try:
+        rest = values(argv)[1:]
+    except flags.Error as error:
+        print(f"{argv[0]}: {error} (see {argv[0]} --help)", file=sys.stderr)
+        raise SystemExit(2) from None
+    if rest and not positional:
+        print(f"{argv[0]}: takes no positional arguments. Received: {rest}", file=sys.stderr)
+        raise SystemExit(2)
+    return values, rest
+
+
 def _usage():
     lines = ["usage: keras-vit COMMAND [--flags]   (keras-vit COMMAND --help for its flags)", ""]
     lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in COMMANDS.items()]
@@ -37,7 +66,10 @@ def main(argv=None):
         return 2
     module_name, function_name = COMMANDS[command][0].split(":")
     function = getattr(importlib.import_module(module_name), function_name)
-    return function([f"keras-vit {command}"] + argv[2:])
+    try:
+        return function([f"keras-vit {command}"] + argv[2:])
+    except SystemExit as exit_:  # --help and flag errors, from parse_flags
+        return exit_.code
 
 
 if __name__ == "__main__":

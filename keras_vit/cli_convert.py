@@ -127,9 +127,10 @@ def convert(source, output, variant=None, image_size=None, classes=None, include
 
 def main(argv):
     """`keras-vit convert SOURCE OUTPUT [--variant B/16] [--image_size 384] ...`"""
-    values = flags.FlagValues()
-    _define(values)
-    rest = values(argv)
+    from keras_vit.cli import parse_flags
+
+    values, rest = parse_flags(argv, _define, "SOURCE OUTPUT.weights.h5|OUTPUT.keras [--variant B/16] [--image_size 384] | --list")
+    rest = [argv[0]] + rest
     if values.list:
         print(catalogue_markdown(), end="")
         return 0

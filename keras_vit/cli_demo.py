@@ -27,13 +27,16 @@ QUICK = dict(epochs=2, max_train_examples=15_000, max_eval_examples=10_000)
 def _parse(argv):
     from absl import flags
 
-    values = flags.FlagValues()
-    cli_train.define_flags(values, **DEMO_DEFAULTS)
-    flags.DEFINE_bool("quick", False, "A ~2 minute run (2 epochs on 15,000 images) to see it work.",
-                      flag_values=values)
-    flags.DEFINE_integer("predict", 8, "Test images to predict and print.", flag_values=values)
-    flags.DEFINE_bool("export", True, "Export a SavedModel and a TFLite model.", flag_values=values)
-    values(argv)
+    from keras_vit.cli import parse_flags
+
+    def define(values):
+        cli_train.define_flags(values, **DEMO_DEFAULTS)
+        flags.DEFINE_bool("quick", False, "A ~2 minute run (2 epochs on 15,000 images) to see it work.",
+                          flag_values=values)
+        flags.DEFINE_integer("predict", 8, "Test images to predict and print.", flag_values=values)
+        flags.DEFINE_bool("export", True, "Export a SavedModel and a TFLite model.", flag_values=values)
+
+    values, _ = parse_flags(argv, define, positional=False)
     if values.quick:
         for name, value in QUICK.items():
             if not values[name].present:

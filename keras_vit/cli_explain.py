@@ -14,7 +14,8 @@ import sys
 import numpy as np
 from absl import flags
 
-from keras_vit.cli_export import _fail, _parse, load_classifier
+from keras_vit.cli import parse_flags
+from keras_vit.cli_export import _fail, load_classifier
 
 USAGE = "IMAGE... --weights NAME_OR_PATH --out DIR [--components 28]"
 
@@ -99,7 +100,7 @@ def main(argv):
         flags.DEFINE_string("out", None, "Folder for the PNG files and explain.json.", flag_values=v)
         flags.DEFINE_integer("components", 28, "Principal components of the filters to draw.", flag_values=v)
 
-    values, paths = _parse(argv, define, USAGE)
+    values, paths = parse_flags(argv, define, USAGE)
     if not values.weights or not values.out:
         return _fail(f"--weights and --out are required: keras-vit explain {USAGE}")
     if not paths:

@@ -21,21 +21,9 @@ import tempfile
 import numpy as np
 from absl import flags
 
+from keras_vit.cli import parse_flags
+
 FORMATS = ("saved_model", "tflite", "onnx")
-
-
-def _parse(argv, define, usage="[--flags]"):
-    values = flags.FlagValues()
-    define(values)
-    if any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv[1:]):
-        print(f"usage: {argv[0]} {usage}\n{values.get_help()}")
-        raise SystemExit(0)
-    try:
-        positional = values(argv)[1:]
-    except flags.Error as error:
-        print(f"{argv[0]}: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return values, positional
 
 
 def _split(text):
@@ -261,7 +249,7 @@ def export(argv):
         integer("runs", 20, "Timed single-image runs per model; 0 skips latency.")
         integer("threads", 0, "LiteRT interpreter threads (0: its default).")
 
-    values, extra = _parse(argv, define)
+    values, extra = parse_flags(argv, define, "--output DIR [--weights NAME_OR_PATH] [--format ...] [--quantize ...]")
     if extra:
         return _fail(f"export takes no positional arguments. Received: {extra}")
     if not values.output:
@@ -360,7 +348,7 @@ def predict(argv):
         flags.DEFINE_integer("top", 5, "How many classes to print per image.", flag_values=v)
         flags.DEFINE_bool("json", False, "Print one JSON document instead of text.", flag_values=v)
 
-    values, paths = _parse(argv, define, "IMAGE... --weights NAME_OR_PATH [--top 5] [--json]")
+    values, paths = parse_flags(argv, define, "IMAGE... --weights NAME_OR_PATH [--top 5] [--json]")
     return _predict(values, paths)
 
 

@@ -2,19 +2,13 @@
 
 from absl import flags
 
+from keras_vit.cli import parse_flags
 from keras_vit.variants import VARIANTS, constructor_name
-
-
-def _parse(argv, define):
-    values = flags.FlagValues()
-    define(values)
-    values(argv)
-    return values
 
 
 def variants(argv):
     """Prints the variant table with parameter counts at 224x224, 1000 classes."""
-    _parse(argv, lambda values: None)
+    parse_flags(argv, lambda values: None, positional=False)
     print(f"{'variant':<8} {'constructor':<10} {'layers':>6} {'width':>6} {'mlp':>6} {'heads':>5} {'patch':>5}")
     for name, row in VARIANTS.items():
         print(
@@ -32,7 +26,7 @@ def main(argv):
         flags.DEFINE_integer("image_size", 224, "Input height and width.", flag_values=values)
         flags.DEFINE_integer("classes", 1000, "Number of classes of the head.", flag_values=values)
 
-    values = _parse(argv, define)
+    values, _ = parse_flags(argv, define, "[--variant B/16] [--image_size 224] [--classes 1000]", positional=False)
     from keras_vit.model import CONSTRUCTORS
     from keras_vit.variants import canonical_name
 

@@ -194,10 +194,9 @@ def _atomic_json(path, obj):
 
 
 def _parse(argv, **defaults):
-    values = flags.FlagValues()
-    define_flags(values, **defaults)
-    values(argv)
-    return values
+    from keras_vit.cli import parse_flags
+
+    return parse_flags(argv, lambda values: define_flags(values, **defaults), positional=False)[0]
 
 
 def main(argv):

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from keras_vit import cli_train, plots
+from keras_vit import atomic, cli_train, plots
 
 # Measured on 2 CPU cores: see benchmarks/RESULTS.md, "Training".
 DEMO_DEFAULTS = dict(
@@ -114,7 +114,7 @@ def demo(argv):
             **exported,
         },
     }
-    cli_train._atomic_json(os.path.join(output_dir, "demo_summary.json"), summary)
+    atomic.write_json(os.path.join(output_dir, "demo_summary.json"), summary)
     print(json.dumps(summary, indent=1))
     print(f"keras-vit demo: test accuracy {summary['test_accuracy']:.2%} on {len(labels)} Fashion-MNIST test "
           f"images, {summary['total_seconds'] / 60:.1f} min; outputs in {output_dir}/")

@@ -7,13 +7,13 @@ and `<name>_heads.png` (the last layer's heads). For the model:
 images). `explain.json` lists the files and each image's prediction.
 """
 
-import json
 import os
 import sys
 
 import numpy as np
 from absl import flags
 
+from keras_vit import atomic
 from keras_vit.cli import parse_flags
 from keras_vit.cli_export import _fail, load_classifier
 
@@ -126,10 +126,7 @@ def main(argv):
     report = explain(classifier.keras_model, batch, _stems(paths), values.out,
                      classifier.class_names, values.components)
     report["weights"] = values.weights
-    summary = os.path.join(values.out, "explain.json")
-    with open(summary + ".tmp", "w") as f:
-        json.dump(report, f, indent=1)
-    os.replace(summary + ".tmp", summary)
+    atomic.write_json(os.path.join(values.out, "explain.json"), report)
     for entry in report["images"]:
         guess = f"  ({entry['prediction']}, p={entry['score']:.3f})" if "prediction" in entry else ""
         print(f"{entry['attention']}{guess}\n{entry['heads']}")

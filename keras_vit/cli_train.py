@@ -6,7 +6,6 @@ again), `checkpoints/latest.weights.h5`, `logs/` (TensorBoard),
 `history.json`, `model.keras` and `eval.json`.
 """
 
-import json
 import os
 import time
 
@@ -99,9 +98,8 @@ def run(values, callbacks=()):
     import functools
 
     import keras
-    import tensorflow as tf
 
-    from keras_vit import data, distribute, export, loading, training
+    from keras_vit import atomic, data, distribute, export, loading, training
 
     keras.utils.set_random_seed(values.seed)
     policy = training.set_mixed_precision(values.mixed_precision)
@@ -175,8 +173,8 @@ def run(values, callbacks=()):
         print(f"final evaluation on {values.eval_split}: "
               + ", ".join(f"{k}={results[k]:.4f}" for k in ("loss", "accuracy")), flush=True)
     results.update(train_seconds=round(train_seconds, 1), parameters=model.count_params())
-    _atomic_json(os.path.join(own_dir, "history.json"), history.history)
-    _atomic_json(os.path.join(own_dir, "eval.json"), results)
+    atomic.write_json(os.path.join(own_dir, "history.json"), history.history)
+    atomic.write_json(os.path.join(own_dir, "eval.json"), results)
     model_path = os.path.join(own_dir, "model.keras")
     tmp = os.path.join(own_dir, ".model.tmp.keras")
     model.save(tmp)
@@ -186,11 +184,6 @@ def run(values, callbacks=()):
     return model, history, results
 
 
-def _atomic_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=float)
-    os.replace(tmp, path)
 
 
 def _parse(argv, **defaults):

@@ -13,6 +13,8 @@ import os
 import shutil
 import tempfile
 
+from keras_vit.atomic import write_text
+
 CHUNK = 1 << 20
 
 
@@ -52,13 +54,6 @@ def _check_size(path, entry):
         )
 
 
-def _write_atomic(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def _verify_cached(path, entry):
     """Checks a cached file; returns False (and removes it) when it changed since it was verified.
 
@@ -76,7 +71,7 @@ def _verify_cached(path, entry):
         _remove(path)
         return False
     if not os.path.exists(side):
-        _write_atomic(side, f"{digest}  {os.path.basename(path)}\n")
+        write_text(side, f"{digest}  {os.path.basename(path)}\n")
     return True
 
 
@@ -130,7 +125,7 @@ def fetch(entry, directory=None, validate=None):
         if validate is not None:
             validate(staged)
         os.replace(staged, path)
-        _write_atomic(path + ".sha256", f"{digest}  {os.path.basename(path)}\n")
+        write_text(path + ".sha256", f"{digest}  {os.path.basename(path)}\n")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vit import atomic
 from keras_vit import images as vit_images
 
 SIGNATURES = ("serving_default", "serve_bytes", "features")
@@ -98,12 +99,7 @@ def write_labels(path, class_names):
 
     Use it next to a saved `.keras` file so `keras-vit predict` prints the names.
     """
-    target = labels_path(path)
-    tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("".join(f"{n}\n" for n in class_names))
-    os.replace(tmp, target)
-    return target
+    return atomic.write_text(labels_path(path), "".join(f"{n}\n" for n in class_names))
 
 
 def read_labels(path):

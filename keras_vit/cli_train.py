@@ -11,6 +11,8 @@ import time
 
 from absl import flags
 
+from keras_vit.layers import POSITION_EMBEDDINGS
+
 SMALL_VIT = dict(num_layers=6, hidden_size=128, mlp_dim=256, num_heads=4, patch_size=4)
 
 
@@ -37,6 +39,10 @@ def define_flags(values, **defaults):
     for name, value in SMALL_VIT.items():
         I(name, d.get(name, value), f"{name} of a custom ViT.", **kw)
     I("image_size", d["image_size"], "Input height and width.", **kw)
+    E("position_embedding", d.get("position_embedding", "learned"), list(POSITION_EMBEDDINGS),
+      "Position embedding (the paper's ablation, appendix D.4).", **kw)
+    E("classifier", d.get("classifier", "token"), ["token", "gap"],
+      "Class token or global average pooling of the patch tokens.", **kw)
     F("dropout", 0.0, "Dropout rate.", **kw)
     F("drop_path", d.get("drop_path", 0.0), "Stochastic depth rate of the last block.", **kw)
     S("init_weights", None, "Start from these weights (.weights.h5/.keras, any image size: "
@@ -57,6 +63,7 @@ def define_flags(values, **defaults):
     F("crop_area_min", d["crop_area_min"], "Inception crop minimum area; 1 (the default) disables cropping. The paper uses 0.05 on "
       "ImageNet-scale data; on 28x28 Fashion-MNIST any crop slowed learning in our runs.", **kw)
     B("flip", True, "Random horizontal flips.", **kw)
+    I("translate", d.get("translate", 0), "Random shifts of up to N pixels (zero padding) when not cropping.", **kw)
     B("randaugment", False, "Keras RandAugment.", **kw)
     F("mixup", 0.0, "MixUp alpha (0: off).", **kw)
     F("cutmix", 0.0, "CutMix alpha (0: off).", **kw)
@@ -84,6 +91,8 @@ def build_model(values, num_classes):
         classes=num_classes,
         dropout_rate=values.dropout,
         drop_path_rate=values.drop_path,
+        position_embedding=values.position_embedding,
+        classifier=values.classifier,
         name="vit_" + values.variant.replace("/", "").lower(),
     )
 
@@ -124,7 +133,7 @@ def run(values, callbacks=()):
     make_train = functools.partial(
         data.pipeline, train_ds, training=True,
         area_range=None if values.crop_area_min >= 1 else (values.crop_area_min, 1.0),
-        flip=values.flip, randaugment=values.randaugment, mixup=values.mixup, cutmix=values.cutmix, **common,
+        flip=values.flip, translate=values.translate, randaugment=values.randaugment, mixup=values.mixup, cutmix=values.cutmix, **common,
     )
     make_eval = functools.partial(data.pipeline, eval_ds, training=False, **common)
     # With --steps_per_epoch an "epoch" need not be one pass: keep the iterator going.
@@ -182,8 +191,6 @@ def run(values, callbacks=()):
     # `keras-vit predict model.keras` prints these names.
     export.write_labels(model_path, class_names)
     return model, history, results
-
-
 
 
 def _parse(argv, **defaults):

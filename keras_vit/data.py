@@ -284,6 +284,7 @@ def pipeline(
     seed=0,
     area_range=(0.05, 1.0),
     flip=True,
+    translate=0,
     randaugment=False,
     mixup=0.0,
     cutmix=0.0,
@@ -309,6 +310,9 @@ def pipeline(
         area_range: Inception crop area fraction; `None` resizes the whole
             image instead. Defaults to `(0.05, 1.0)`.
         flip: bool, random horizontal flips when training.
+        translate: int, random shifts of up to this many pixels each way
+            when training and not cropping (zero padding, then a random
+            crop back to `image_size`). Defaults to `0`.
         randaugment: bool, Keras' `RandAugment` (2 ops, factor 0.5).
         mixup: float, MixUp alpha; `0` disables it. Needs one-hot labels.
         cutmix: float, CutMix alpha; `0` disables it.
@@ -362,6 +366,9 @@ def pipeline(
             image = inception_crop(image, size, element_seed[:2], area_range=area_range)
         else:
             image = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
+            if training and translate:
+                padded = tf.pad(image, [[translate, translate], [translate, translate], [0, 0]])
+                image = tf.image.stateless_random_crop(padded, size + (in_channels,), element_seed[:2])
         if training and flip:
             image = tf.image.stateless_random_flip_left_right(image, element_seed[2:])
         image = tf.ensure_shape(image, size + (in_channels,))

@@ -12,8 +12,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vit.relative import RelativePositionAttention
+
 PACKAGE = "keras_vit"
-POSITION_EMBEDDINGS = ("learned", "learned_2d", "sincos_2d", "none")
+POSITION_EMBEDDINGS = ("learned", "learned_2d", "sincos_2d", "relative", "none")
 POOLING_MODES = ("token", "avg", "max")
 
 
@@ -261,6 +263,9 @@ class AddPositionEmbedding(keras.layers.Layer):
       each, concatenated per patch; prefix tokens get learned vectors of
       their own.
     - `"sincos_2d"`: fixed 2-D sin-cos embeddings; prefix tokens get zeros.
+    - `"relative"`: nothing is added here; every `TransformerBlock` built
+      with `relative_position=True` adds a learned bias per 1-D token offset
+      to its attention logits (`keras_vit.relative`).
     - `"none"`: no position information.
 
     The layer knows its patch grid, so checkpoints can be resized for
@@ -269,7 +274,7 @@ class AddPositionEmbedding(keras.layers.Layer):
     Args:
         grid_size: int or pair `(gh, gw)`, the patch grid.
         embedding_type: one of `"learned"`, `"learned_2d"`, `"sincos_2d"`,
-            `"none"`. Defaults to `"learned"`.
+            `"relative"`, `"none"`. Defaults to `"learned"`.
         num_prefix_tokens: int, tokens before the patches (1 with a class
             token, 0 without). Defaults to `1`.
         initializer: initializer of the learned embeddings. Defaults to
@@ -411,6 +416,10 @@ class TransformerBlock(keras.layers.Layer):
             code, `False` for the exact erf GELU of timm and Hugging Face.
             Defaults to `False`.
         layer_norm_epsilon: float. Defaults to `1e-6`.
+        relative_position: bool; if `True` the attention adds a learned bias
+            per relative token offset to its logits
+            (`keras_vit.relative.RelativePositionAttention`, the paper's
+            relative position embedding). Defaults to `False`.
 
     Call arguments:
         inputs: tensor of shape `(batch, tokens, D)`.
@@ -439,9 +448,11 @@ class TransformerBlock(keras.layers.Layer):
         drop_path_rate=0.0,
         gelu_approximate=False,
         layer_norm_epsilon=1e-6,
+        relative_position=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.relative_position = bool(relative_position)
         self.num_heads = num_heads
         self.mlp_dim = mlp_dim
         self.dropout_rate = dropout_rate
@@ -481,7 +492,11 @@ class TransformerBlock(keras.layers.Layer):
         # Glorot-uniform over the 2-D (D, heads * head_dim) view of each kernel,
         # as the official code initialises its attention: both fans sum to 2D.
         limit = math.sqrt(3.0 / width)
-        self.attention = keras.layers.MultiHeadAttention(
+        attention_class, extra = keras.layers.MultiHeadAttention, {}
+        if self.relative_position:
+            attention_class, extra = RelativePositionAttention, {"num_tokens": int(input_shape[1])}
+        self.attention = attention_class(
+            **extra,
             num_heads=self.num_heads,
             key_dim=width // self.num_heads,
             dropout=self.attention_dropout_rate,
@@ -538,6 +553,7 @@ class TransformerBlock(keras.layers.Layer):
                 "drop_path_rate": self.drop_path_rate,
                 "gelu_approximate": self.gelu_approximate,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "relative_position": self.relative_position,
             }
         )
         return config

@@ -152,8 +152,11 @@ def ViT(
         attention_dropout_rate: float. Defaults to `0.0`.
         drop_path_rate: float, stochastic depth rate of the last block,
             linearly increasing from 0 over depth. Defaults to `0.0`.
-        position_embedding: `"learned"`, `"learned_2d"`, `"sincos_2d"` or
-            `"none"`. Defaults to `"learned"`.
+        position_embedding: `"learned"` (1-D, the paper's default),
+            `"learned_2d"`, `"sincos_2d"`, `"relative"` (a learned attention
+            bias per relative token offset in every block, see
+            `keras_vit.relative`) or `"none"`: the paper's ablation (appendix
+            D.4). Defaults to `"learned"`.
         include_preprocessing: bool; when `True` the model takes RGB pixels in
             [0, 255] and scales them to [-1, 1] inside the graph. Defaults to
             `True`.
@@ -220,6 +223,7 @@ def ViT(
             drop_path_rate=drop_path_rate * i / max(num_layers - 1, 1),
             gelu_approximate=gelu_approximate,
             layer_norm_epsilon=layer_norm_epsilon,
+            relative_position=position_embedding == "relative",
             name=f"encoderblock_{i}",
         )(x)
     x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="encoder_norm")(x)

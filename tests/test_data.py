@@ -103,6 +103,22 @@ def test_eval_resizes_the_whole_image_without_crop():
     np.testing.assert_array_equal(y, [0, 1])
 
 
+def test_translate_shifts_whole_images_by_at_most_n_pixels():
+    rng = np.random.default_rng(0)
+    images = rng.integers(1, 256, (64, 12, 12, 1)).astype("uint8")  # no zero pixels: padding shows
+    source = tf.data.Dataset.from_tensor_slices({"image": images, "label": np.zeros(64, "int64")})
+    shifted, _ = batches(data.pipeline(source, 12, 64, 10, training=True, area_range=None, flip=False,
+                                       translate=2, shuffle_buffer=1))[0]
+    seen = set()
+    for original, out in zip(images[..., 0].astype("float32"), shifted[..., 0]):
+        padded = np.pad(original, 2)
+        matches = [(dy, dx) for dy in range(5) for dx in range(5)
+                   if np.array_equal(padded[dy:dy + 12, dx:dx + 12], out)]
+        assert matches, "every output is the image moved by at most 2 pixels, zeros filling in"
+        seen.add(matches[0])
+    assert len(seen) > 5, "the shifts vary from image to image"
+
+
 def test_inception_crop_zooms_in():
     # A horizontal ramp: a small crop covers a narrow band of values.
     ramp = np.tile(np.linspace(0, 255, 64, dtype="float32")[None, :, None], (64, 1, 1))

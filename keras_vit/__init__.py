@@ -4,7 +4,7 @@
 >>> model = ViT_B16(weights=None, classes=10)
 """
 
-from keras_vit import layers, variants
+from keras_vit import layers, resnet, variants
 # Registers the training recipe's schedule, loss and optimizers, so a `.keras`
 # file saved with its optimizer loads after `import keras_vit`.
 from keras_vit import training
@@ -12,19 +12,20 @@ from keras_vit import checkpoints
 from keras_vit.imagenet import decode_predictions, preprocess_input
 from keras_vit.loading import load_weights
 from keras_vit.model import CONSTRUCTORS, ViT, forward_intermediates
-from keras_vit.variants import VARIANTS, constructor_name
+from keras_vit.variants import HYBRID_VARIANTS, VARIANTS, constructor_name
 
 globals().update({constructor_name(v): fn for v, fn in CONSTRUCTORS.items()})
 
 __version__ = "0.1.0"
 __all__ = [
     "ViT",
-    *(constructor_name(v) for v in VARIANTS),
+    *(constructor_name(v) for v in (*VARIANTS, *HYBRID_VARIANTS)),
     "decode_predictions",
     "checkpoints",
     "forward_intermediates",
     "load_weights",
     "layers",
     "preprocess_input",
+    "resnet",
     "variants",
 ]

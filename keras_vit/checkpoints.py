@@ -21,7 +21,7 @@ import urllib.parse
 
 from keras_vit.converters import CheckpointError  # noqa: F401  (public)
 from keras_vit.resample import RESAMPLE_METHODS, resample_position_embedding  # noqa: F401  (public)
-from keras_vit.variants import VARIANTS
+from keras_vit.variants import HYBRID_VARIANTS, VARIANTS, resnet_config
 
 BUCKET = "https://storage.googleapis.com/vit_models/"
 
@@ -67,6 +67,11 @@ _ROWS = [
     ('vit_l32_in21k', 'L/32', 224, 21843, 'imagenet21k/ViT-L_32.npz', 1024, 1315796300, 'Original paper: ImageNet-21k pre-training; pre_logits layer, zero head'),
     ('vit_l32_in21k_ft_in1k_384', 'L/32', 384, 1000, 'imagenet21k+imagenet2012/ViT-L_32.npz', None, 1226530720, 'Original paper: ImageNet-21k pre-training, ImageNet-1k fine-tune at 384'),
     ('vit_h14_in21k', 'H/14', 224, 21843, 'imagenet21k/ViT-H_14.npz', 1280, 2641541452, 'Original paper: ImageNet-21k pre-training; pre_logits layer, zero head'),
+    ('vit_r50_b16_in21k', 'R50+B/16', 224, 21843, 'imagenet21k/R50+ViT-B_16.npz', 768, 461111884, 'Original paper, hybrid: ImageNet-21k pre-training; pre_logits layer, zero head'),
+    ('vit_r50_b16_in21k_ft_in1k_384', 'R50+B/16', 384, 1000, 'imagenet21k+imagenet2012/R50+ViT-B_16.npz', None, 395803808, 'Original paper, hybrid: ImageNet-21k pre-training, ImageNet-1k fine-tune at 384'),
+    ('vit_r26_s32_augreg_in21k', 'R26+S/32', 224, 21843, 'augreg/R26_S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0.npz', None, 177825868, 'AugReg, hybrid: ImageNet-21k pre-training (300 ep), 21,843-class head'),
+    ('vit_r26_s32_augreg_in21k_ft_in1k_224', 'R26+S/32', 224, 1000, 'augreg/R26_S_32-i21k-300ep-lr_0.001-aug_light0-wd_0.03-do_0.1-sd_0.1--imagenet2012-steps_20k-lr_0.03-res_224.npz', None, 145727648, 'AugReg, hybrid: ImageNet-21k pre-training (300 ep, aug light0, dropout 0.1), ImageNet-1k fine-tune at 224'),
+    ('vit_r26_s32_augreg_in21k_ft_in1k_384', 'R26+S/32', 384, 1000, 'augreg/R26_S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.01-res_384.npz', None, 145873568, 'AugReg, hybrid: ImageNet-21k pre-training (300 ep), ImageNet-1k fine-tune at 384'),
 ]
 
 WEIGHTS = {
@@ -92,11 +97,14 @@ IMAGENET = {
     "L/16": ("vit_l16_augreg_in21k_ft_in1k_224", "vit_l16_augreg_in21k_ft_in1k_384"),
     "L/32": (None, "vit_l32_in21k_ft_in1k_384"),
     "H/14": (None, None),
+    "R50+B/16": (None, "vit_r50_b16_in21k_ft_in1k_384"),
+    "R26+S/32": ("vit_r26_s32_augreg_in21k_ft_in1k_224", "vit_r26_s32_augreg_in21k_ft_in1k_384"),
 }
 IMAGENET21K = {
     "Ti/16": "vit_ti16_augreg_in21k", "S/16": "vit_s16_augreg_in21k", "S/32": "vit_s32_augreg_in21k",
     "B/8": "vit_b8_augreg_in21k", "B/16": "vit_b16_augreg_in21k", "B/32": "vit_b32_augreg_in21k",
     "L/16": "vit_l16_augreg_in21k", "L/32": "vit_l32_in21k", "H/14": "vit_h14_in21k",
+    "R50+B/16": "vit_r50_b16_in21k", "R26+S/32": "vit_r26_s32_augreg_in21k",
 }
 
 # Models this project trained itself, kept in the repository's weights/ folder
@@ -139,10 +147,12 @@ def list_weights(variant=None):
 
 
 def variant_of(row):
-    """The variant whose table row matches `row` (num_layers, hidden_size, ...), or None."""
+    """The variant whose table row matches `row` (num_layers, hidden_size, ..., resnet), or None."""
     keys = ("num_layers", "hidden_size", "mlp_dim", "num_heads", "patch_size")
-    for name, table_row in VARIANTS.items():
-        if all(row.get(k) == table_row[k] for k in keys):
+    for name, table_row in {**VARIANTS, **HYBRID_VARIANTS}.items():
+        if all(row.get(k) == table_row[k] for k in keys) and (
+            resnet_config(row.get("resnet")) == resnet_config(table_row.get("resnet"))
+        ):
             return name
     return None
 
@@ -167,7 +177,7 @@ def get_entry(weights, variant=None, image_size=None):
         )
     if variant is None:
         raise ValueError(
-            f'`weights="{weights}"` needs one of the paper\'s variants {list(VARIANTS)}; this model\'s '
+            f'`weights="{weights}"` needs one of the paper\'s variants {[*VARIANTS, *HYBRID_VARIANTS]}; this model\'s '
             "layers, width, MLP, heads and patch size match none of them. Pass `weights=None` or a file path."
         )
     if weights == "imagenet21k":

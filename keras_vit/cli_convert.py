@@ -13,6 +13,7 @@ The output is written under a temporary name and renamed when complete.
 """
 
 import os
+import re
 import sys
 
 from absl import flags
@@ -47,29 +48,43 @@ def catalogue_markdown():
     return "\n".join(lines) + "\n"
 
 
+def _resnet_of(params):
+    """The ResNet stem of a hybrid checkpoint in `resnet_config` form, or None."""
+    if "conv_root/kernel" not in params:
+        return None
+    units = {}
+    for match in filter(None, (re.match(r"block(\d+)/unit(\d+)/", k) for k in params)):
+        units[int(match[1])] = max(units.get(int(match[1]), 0), int(match[2]))
+    return {"num_layers": tuple(units[s] for s in sorted(units)), "width": params["conv_root/kernel"].shape[-1]}
+
+
 def describe(params, variant=None):
     """Reads variant, image size, classes and pre_logits width off an official-layout dict."""
-    from keras_vit.variants import VARIANTS, canonical_name
+    from keras_vit.variants import HYBRID_VARIANTS, VARIANTS, canonical_name, resnet_config, resnet_stride
 
     kernel = params["embedding/kernel"]
     patch, width = kernel.shape[0], kernel.shape[-1]
     depth = len({k.split("/")[1] for k in params if k.startswith("Transformer/encoderblock_")})
     mlp = params["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"].shape[-1]
+    resnet = _resnet_of(params)
     if variant is None:
-        found = [name for name, row in VARIANTS.items()
-                 if (row["num_layers"], row["hidden_size"], row["mlp_dim"], row["patch_size"]) == (depth, width, mlp, patch)]
+        table = HYBRID_VARIANTS if resnet else VARIANTS
+        found = [name for name, row in table.items()
+                 if (row["num_layers"], row["hidden_size"], row["mlp_dim"], row["patch_size"]) == (depth, width, mlp, patch)
+                 and resnet_config(row.get("resnet")) == resnet]
         if not found:
             raise ValueError(
-                f"The checkpoint (depth {depth}, width {width}, MLP {mlp}, patch {patch}) is none of the paper's "
-                f"variants {list(VARIANTS)}; convert it with keras_vit.ViT in Python instead."
+                f"The checkpoint (depth {depth}, width {width}, MLP {mlp}, patch {patch}, ResNet {resnet}) is none of "
+                f"the paper's variants {list(table)}; convert it with keras_vit.ViT in Python instead."
             )
         variant = found[0]
     variant = canonical_name(variant)
     prefix = 1 if "cls" in params else 0
-    side = int(round((params[POSEMB].shape[1] - prefix) ** 0.5)) if POSEMB in params else 224 // patch
+    pixels_per_patch = patch * resnet_stride(resnet)
+    side = int(round((params[POSEMB].shape[1] - prefix) ** 0.5)) if POSEMB in params else 224 // pixels_per_patch
     return {
         "variant": variant,
-        "image_size": side * patch,
+        "image_size": side * pixels_per_patch,
         "classes": params["head/kernel"].shape[-1] if "head/kernel" in params else None,
         "representation_size": params["pre_logits/kernel"].shape[-1] if "pre_logits/kernel" in params else None,
     }
@@ -83,7 +98,7 @@ def convert(source, output, variant=None, image_size=None, classes=None, include
     """
     from keras_vit.loading import load_weights
     from keras_vit.model import ViT
-    from keras_vit.variants import get_variant
+    from keras_vit.variants import constructor_name, get_variant
 
     output = os.fspath(output)
     if not output.endswith((".weights.h5", ".keras")):
@@ -109,7 +124,7 @@ def convert(source, output, variant=None, image_size=None, classes=None, include
         gelu_approximate=info["gelu_approximate"],
         layer_norm_epsilon=info["layer_norm_epsilon"] or 1e-6,
         classifier="token" if "cls" in params else "gap",
-        name="vit_" + found["variant"].replace("/", "").lower(),
+        name=constructor_name(found["variant"]).lower(),
     )
     report = load_weights(model, path, resample=resample)
     folder = os.path.dirname(os.path.abspath(output))

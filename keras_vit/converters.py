@@ -21,6 +21,9 @@ POSEMB = "Transformer/posembed_input/pos_embedding"
 BLOCK = "Transformer/encoderblock_{}/"
 ATTN = "MultiHeadDotProductAttention_1/"
 SUFFIXES = (".npz", ".safetensors", ".weights.h5", ".keras")
+# The ResNet stem of the hybrids: conv_root, gn_root, block{s}/unit{u}/...
+_RESNET_KEY = re.compile(r"^(conv_root|gn_root|block\d+/unit\d+)/")
+_GROUP_NORM_PARAM = re.compile(r"(^|/)gn(\d+|_root|_proj)/(scale|bias)$")
 
 
 class CheckpointError(ValueError):
@@ -111,6 +114,10 @@ def official_from_flax(raw, source="checkpoint"):
         rest = key[len("Transformer/encoderblock/"):]
         for i in range(value.shape[0]):
             params[BLOCK.format(i) + rest] = value[i]
+    for key in [k for k in params if _GROUP_NORM_PARAM.search(k) and params[k].ndim > 1]:
+        # Files written by older Flax hold GroupNorm scale/bias as (1, 1, 1, C)
+        # (google/flax#1721); the official loader squeezes them the same way.
+        params[key] = params[key].reshape(-1)
     if any("MultiHeadDotProductAttention_0" in k for k in params):
         renames = {"MultiHeadDotProductAttention_0/": ATTN, "LayerNorm_1/": "LayerNorm_2/", "MlpBlock_0/": "MlpBlock_3/"}
         params = {_rename_block_parts(k, renames): v for k, v in params.items()}
@@ -122,6 +129,11 @@ def official_from_flax(raw, source="checkpoint"):
             posemb = np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
         params[POSEMB] = posemb
     return params
+
+
+def is_resnet_key(key):
+    """Whether an official-layout key belongs to the ResNet stem of a hybrid."""
+    return bool(_RESNET_KEY.match(key))
 
 
 def _rename_block_parts(key, renames):
@@ -344,12 +356,27 @@ def official_from_keras_h5(h5):
                     params[b + key + "/" + leaf] = var(sub, i)
         elif _numbered(name, "dense") is not None:
             dense.append((_numbered(name, "dense"), var(group, 0), var(group, 1)))
+        elif name == "res_net_stem":
+            params.update(_official_from_keras_stem(group, var))
     dense.sort(key=lambda item: item[0])
     # The head is the last Dense; a Dense before it is pre_logits.
     for key, (_, kernel, bias) in zip(["pre_logits", "head"][2 - len(dense):] if len(dense) <= 2 else [], dense):
         params[key + "/kernel"], params[key + "/bias"] = kernel, bias
     if "embedding/kernel" not in params:
         raise CheckpointError("Not the weights of a keras_vit model (no patch_encoder layer).")
+    return params
+
+
+def _official_from_keras_stem(group, var):
+    """The ResNetStem of a hybrid: its units are numbered in order, and each stage starts with a projection."""
+    params = {"conv_root/kernel": var(group["conv_root"], 0)}
+    params["gn_root/scale"], params["gn_root/bias"] = var(group["gn_root"], 0), var(group["gn_root"], 1)
+    units, stage, unit = group["residual_units"] if "residual_units" in group else {}, 0, 0
+    for name in sorted(units, key=lambda n: _numbered(n, "bottleneck_unit")):
+        stage, unit = (stage + 1, 1) if "conv_proj" in units[name] else (stage, unit + 1)
+        for part in set(units[name]) - {"vars"}:  # conv1..3, conv_proj: kernel; gn1..3, gn_proj: scale, bias
+            for i, leaf in enumerate(("kernel",) if part.startswith("conv") else ("scale", "bias")):
+                params[f"block{stage}/unit{unit}/{part}/{leaf}"] = var(units[name][part], i)
     return params
 
 

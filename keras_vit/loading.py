@@ -16,6 +16,7 @@ from keras_vit import checkpoints, converters, download
 from keras_vit import layers as vit_layers
 from keras_vit.converters import ATTN, POSEMB, CheckpointError
 from keras_vit.resample import RESAMPLE_METHODS, infer_grid, resample_position_embedding
+from keras_vit.variants import resnet_stride
 
 log = logging.getLogger("keras_vit")
 
@@ -47,6 +48,9 @@ def model_variables(model):
             "load_weights needs a model built by keras_vit (with an 'embedding' layer). "
             f"Received: model={model.name!r}"
         )
+    stem = _layer(model, "resnet")
+    if stem is not None:  # a hybrid: its ResNet comes first, as in the network
+        out.update(stem.official_variables())
     out["embedding/kernel"], out["embedding/bias"] = embedding.projection.kernel, embedding.projection.bias
     if _layer(model, "class_token") is not None:
         out["cls"] = model.get_layer("class_token").cls
@@ -128,7 +132,9 @@ def check_and_match(model, params, info, resample="official", skip_mismatched_he
                 continue
             raise ValueError(
                 f"The checkpoint has no tensor {key!r} (expected shape {expected}): it is not a checkpoint of "
-                "this architecture (another classifier, pre_logits or depth?)."
+                + ("this hybrid: the model has a ResNet stem, the checkpoint none or a shallower one."
+                   if converters.is_resnet_key(key) else
+                   "this architecture (another classifier, pre_logits or depth?).")
             )
         found = tuple(params[key].shape)
         if found == expected:
@@ -145,6 +151,10 @@ def check_and_match(model, params, info, resample="official", skip_mismatched_he
             hint = ""
             if key.startswith("head/"):
                 hint = " (The head's input width differs; with another number of classes use skip_mismatched_head.)"
+            elif key.startswith("embedding/") and "conv_root/kernel" in params and "conv_root/kernel" not in targets:
+                hint = " The checkpoint is a ResNet hybrid: build the model with `resnet=` (e.g. keras_vit.ViT_R50_B16)."
+            elif converters.is_resnet_key(key) or (key.startswith("embedding/") and "conv_root/kernel" in targets):
+                hint = " Is it a checkpoint of another hybrid (ResNet stages or width)?"
             elif key.startswith("embedding/") or "encoderblock" in key:
                 hint = " Is it a checkpoint of another ViT variant?"
             raise _mismatch(key, expected, found, hint)
@@ -158,6 +168,7 @@ def check_and_match(model, params, info, resample="official", skip_mismatched_he
         raise ValueError(
             f"The checkpoint has a tensor the model lacks: {key!r} with shape {tuple(params[key].shape)}. "
             + ("The checkpoint is deeper than the model: another variant?" if "encoderblock_" in key else
+               "The checkpoint has a deeper ResNet stem than the model: another hybrid?" if converters.is_resnet_key(key) else
                "Build the model with `representation_size` set to load pre_logits." if key.startswith("pre_logits")
                else "Another architecture?")
         )
@@ -247,7 +258,7 @@ def load_weights(model, source, resample="official", skip_mismatched_head=True):
 def _local_path(model, source):
     if checkpoints.is_catalogue_name(source):
         row = _row_of(model)
-        size = model.get_layer("posembed_input").grid_size[0] * row.get("patch_size", 0)
+        size = model.get_layer("posembed_input").grid_size[0] * row["patch_size"] * resnet_stride(row["resnet"])
         entry = checkpoints.get_entry(source, checkpoints.variant_of(row), size)
         return download.fetch(entry, validate=converters.npz_keys)
     path = os.fspath(source)
@@ -259,10 +270,11 @@ def _local_path(model, source):
 
 def _row_of(model):
     blocks = [l for l in model.layers if isinstance(l, vit_layers.TransformerBlock)]
-    embedding = model.get_layer("embedding")
+    embedding, stem = model.get_layer("embedding"), _layer(model, "resnet")
     return {
         "num_layers": len(blocks), "hidden_size": embedding.hidden_size, "mlp_dim": blocks[0].mlp_dim if blocks else None,
         "num_heads": blocks[0].num_heads if blocks else None, "patch_size": embedding.patch_size,
+        "resnet": {"num_layers": stem.num_layers, "width": stem.width} if stem is not None else None,
     }
 
 

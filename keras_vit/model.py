@@ -10,7 +10,8 @@ import os
 import keras
 
 from keras_vit import layers as vit_layers
-from keras_vit.variants import DEFAULT_DROPOUT, VARIANTS, constructor_name
+from keras_vit.resnet import ResNetStem
+from keras_vit.variants import DEFAULT_DROPOUT, HYBRID_VARIANTS, VARIANTS, constructor_name, resnet_config, resnet_stride
 
 CLASSIFIERS = ("token", "gap")
 POOLINGS = (None, "avg", "max", "token")
@@ -105,6 +106,7 @@ def ViT(
     gelu_approximate=None,
     layer_norm_epsilon=1e-6,
     default_size=DEFAULT_IMAGE_SIZE,
+    resnet=None,
 ):
     """Builds a Vision Transformer.
 
@@ -118,7 +120,8 @@ def ViT(
         hidden_size: int, token width D.
         mlp_dim: int, hidden width of each block's MLP.
         num_heads: int, attention heads; must divide `hidden_size`.
-        patch_size: int, side of a square patch in pixels.
+        patch_size: int, side of a square patch in pixels, or in cells of
+            the ResNet feature map with `resnet` (1 for the paper's hybrids).
         include_top: bool, whether to include the classification head.
             Defaults to `True`.
         weights: `None` (random initialization), `"imagenet"` (the best
@@ -165,6 +168,12 @@ def ViT(
             the checkpoint's with `weights`, else `False`.
         layer_norm_epsilon: float. Defaults to `1e-6`.
         default_size: int, image side used when `input_shape` is not given.
+        resnet: optional; makes a hybrid (paper section 3.1): a
+            `keras_vit.resnet.ResNetStem` with these stages of bottleneck
+            units, e.g. `(3, 4, 9)` or `dict(num_layers=(3, 4, 9), width=64)`,
+            turns the images into the feature map that is cut into patches.
+            Its stride (16 for three stages) times `patch_size` is then the
+            effective patch size. Defaults to `None`.
 
     Returns:
         A `keras.Model`.
@@ -180,11 +189,14 @@ def ViT(
     )
     from keras_vit import loading  # imports the catalogue, which does not import this module
 
-    row = dict(num_layers=num_layers, hidden_size=hidden_size, mlp_dim=mlp_dim, num_heads=num_heads, patch_size=patch_size)
+    resnet = resnet_config(resnet)
+    row = dict(num_layers=num_layers, hidden_size=hidden_size, mlp_dim=mlp_dim, num_heads=num_heads,
+               patch_size=patch_size, resnet=resnet)
     weights_plan = loading.plan_weights(weights, row, include_top, classes, input_shape)
     if weights_plan is not None and weights_plan["default_size"]:
         default_size = weights_plan["default_size"]
-    input_shape = _resolve_input_shape(input_shape, input_tensor, default_size, patch_size, weights)
+    pixels_per_patch = patch_size * resnet_stride(resnet)
+    input_shape = _resolve_input_shape(input_shape, input_tensor, default_size, pixels_per_patch, weights)
     # File checks come after the input-shape checks; the checkpoint decides the
     # numerics (GELU, epsilon) and pre_logits width unless the caller set them.
     overrides = loading.weights_overrides(weights_plan)
@@ -205,11 +217,13 @@ def ViT(
     x = image_input
     if include_preprocessing:
         x = keras.layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name="rescaling")(x)
+    if resnet is not None:
+        x = ResNetStem(**resnet, name="resnet")(x)
     x = vit_layers.PatchEncoder(patch_size, hidden_size, name="embedding")(x)
     num_prefix_tokens = 1 if classifier == "token" else 0
     if num_prefix_tokens:
         x = vit_layers.AddClassToken(name="class_token")(x)
-    grid = (input_shape[0] // patch_size, input_shape[1] // patch_size)
+    grid = (input_shape[0] // pixels_per_patch, input_shape[1] // pixels_per_patch)
     x = vit_layers.AddPositionEmbedding(
         grid, position_embedding, num_prefix_tokens=num_prefix_tokens, name="posembed_input"
     )(x)
@@ -251,7 +265,7 @@ def ViT(
 
 def _make_constructor(variant):
     """Generates the `keras.applications`-style constructor of one variant."""
-    row = VARIANTS[variant]
+    row = VARIANTS.get(variant) or HYBRID_VARIANTS[variant]
     model_name = constructor_name(variant).lower()
 
     def constructor(
@@ -284,7 +298,9 @@ def _make_constructor(variant):
         constructor=constructor_name(variant),
         paper_dropout=DEFAULT_DROPOUT.get(variant, 0.0),
         model_name=model_name,
-        **row,
+        hybrid=_HYBRID_DOC.format(**row, stride=resnet_stride(resnet_config(row["resnet"]))) if "resnet" in row else "",
+        multiple=row["patch_size"] * resnet_stride(resnet_config(row.get("resnet"))),
+        **{k: v for k, v in row.items() if k != "resnet"},
     )
     return constructor
 
@@ -294,7 +310,7 @@ _CONSTRUCTOR_DOC = """Instantiates the ViT-{variant} architecture.
     "An Image is Worth 16x16 Words" (Dosovitskiy et al., ICLR 2021,
     https://arxiv.org/abs/2010.11929): {num_layers} layers, width
     {hidden_size}, MLP {mlp_dim}, {num_heads} heads, {patch_size}x{patch_size}
-    patches. The paper pre-trains it on ImageNet-21k with dropout
+    patches{hybrid}. The paper pre-trains it on ImageNet-21k with dropout
     {paper_dropout}.
 
     The model takes RGB pixels in [0, 255] (`include_preprocessing=True`,
@@ -307,7 +323,7 @@ _CONSTRUCTOR_DOC = """Instantiates the ViT-{variant} architecture.
             `.safetensors`, `.weights.h5` or `.keras` file.
         input_tensor: optional Keras tensor to use as image input.
         input_shape: optional `(height, width, 3)`, multiples of
-            {patch_size}. Defaults to `(224, 224, 3)`.
+            {multiple}. Defaults to `(224, 224, 3)`.
         pooling: with `include_top=False`: `None` (all tokens), `"token"`,
             `"avg"` or `"max"`.
         classes: number of classes of the head.
@@ -329,8 +345,12 @@ _CONSTRUCTOR_DOC = """Instantiates the ViT-{variant} architecture.
     """
 
 
+_HYBRID_DOC = """ of the feature map of a
+    ResNet stem with stages {resnet} (section 3.1: a hybrid; total stride
+    {stride})"""
+
 CONSTRUCTORS = {}
-for _variant in VARIANTS:
+for _variant in (*VARIANTS, *HYBRID_VARIANTS):
     CONSTRUCTORS[_variant] = globals()[constructor_name(_variant)] = _make_constructor(_variant)
 del _variant
 

@@ -282,7 +282,7 @@ def test_catalogue_entries_are_consistent():
     for entry in entries:
         assert entry["url"].startswith("https://storage.googleapis.com/vit_models/") and entry["url"].endswith(".npz")
         assert "+" not in entry["url"]
-        assert entry["variant"] in keras_vit.VARIANTS
+        assert entry["variant"] in {**keras_vit.VARIANTS, **keras_vit.HYBRID_VARIANTS}
     # Sizes are the float32 parameter bytes of the architecture each file holds.
     assert checkpoints.WEIGHTS["vit_ti16_augreg_in21k_ft_in1k_224"]["size"] == 4 * 5_717_416
     assert checkpoints.WEIGHTS["vit_b16_augreg_in21k_ft_in1k_224"]["size"] == 4 * 86_567_656

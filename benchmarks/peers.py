@@ -18,12 +18,24 @@ import numpy as np
 
 from keras_vit.variants import VARIANTS, canonical_name
 
+# The Fashion-MNIST model of `keras-vit demo` (28x28 inputs, 10 classes), as a variant row.
+FASHION_MNIST = dict(num_layers=4, hidden_size=64, mlp_dim=128, num_heads=4, patch_size=4)
+
+
+def architecture(variant):
+    """The table row of a variant name, or `FASHION_MNIST` for `"fmnist"`; a dict is returned as is."""
+    if isinstance(variant, dict):
+        return dict(variant)
+    if variant == "fmnist":
+        return dict(FASHION_MNIST)
+    return dict(VARIANTS[canonical_name(variant)])
+
 
 def keras_hub_classifier(variant, image_size, classes=1000):
     """keras-hub's ViT classifier of a variant (class token, 1-D learned position embeddings)."""
     import keras_hub
 
-    row = VARIANTS[canonical_name(variant)]
+    row = architecture(variant)
     backbone = keras_hub.models.ViTBackbone(
         image_shape=(image_size, image_size, 3), patch_size=row["patch_size"], num_layers=row["num_layers"],
         num_heads=row["num_heads"], hidden_dim=row["hidden_size"], mlp_dim=row["mlp_dim"],
@@ -40,6 +52,13 @@ TORCH_WORKER = textwrap.dedent(
     for line in sys.stdin:
         task = json.loads(line)
         key = (task["timm_name"], task["image_size"], task.get("bf16", False))
+        if key not in models and task.get("arch"):
+            from timm.models.vision_transformer import VisionTransformer
+            arch = task["arch"]
+            models[key] = VisionTransformer(
+                img_size=task["image_size"], patch_size=arch["patch_size"], num_classes=task["classes"],
+                embed_dim=arch["hidden_size"], depth=arch["num_layers"], num_heads=arch["num_heads"],
+                mlp_ratio=arch["mlp_dim"] / arch["hidden_size"]).eval()
         if key not in models:
             models[key] = timm.create_model(task["timm_name"], pretrained=False, img_size=task["image_size"],
                                             num_classes=task["classes"]).eval()
@@ -91,8 +110,14 @@ class TimmWorker:
         )
 
     def median_seconds(self, variant, image_size, batch, runs, warmup, classes=1000, bf16=False, train=False):
-        """Median seconds of a forward pass (or, with `train=True`, of one AdamW training step)."""
-        task = dict(timm_name=TIMM_NAMES[canonical_name(variant)], image_size=image_size, batch=batch,
+        """Median seconds of a forward pass (or, with `train=True`, of one AdamW training step).
+
+        `variant` is a variant name, `"fmnist"` or an architecture row; rows that are not a
+        named variant are built with timm's `VisionTransformer` class.
+        """
+        named = isinstance(variant, str) and variant != "fmnist"
+        task = dict(timm_name=TIMM_NAMES[canonical_name(variant)] if named else json.dumps(architecture(variant)),
+                    arch=None if named else architecture(variant), image_size=image_size, batch=batch,
                     runs=runs, warmup=warmup, classes=classes, bf16=bf16, train=train)
         self.process.stdin.write(json.dumps(task) + "\n")
         self.process.stdin.flush()

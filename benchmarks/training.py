@@ -8,6 +8,7 @@ worker's is its own; keras_vit and keras-hub share this process, so theirs is me
 
     python benchmarks/training.py --variant Ti/16 --size 224 --batch 32 --rounds 3
     python benchmarks/training.py --only keras_vit     # peak RSS of keras_vit alone
+    python benchmarks/training.py --variant fmnist     # the demo's Fashion-MNIST model: 28x28, batch 128
 """
 
 import argparse
@@ -20,35 +21,39 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import peers  # noqa: E402
 
-from keras_vit.variants import canonical_name  # noqa: E402
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="Ti/16")
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--variant", default="Ti/16", help="a variant, or fmnist for the demo's model")
+    parser.add_argument("--size", type=int, default=None, help="default 224 (28 for fmnist)")
+    parser.add_argument("--batch", type=int, default=None, help="default 32 (128 for fmnist)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--only", choices=["keras_vit", "keras-hub", "timm"], default=None)
+    parser.add_argument("--no-keras-hub", action="store_true", help="skip keras-hub (not installed)")
     args = parser.parse_args()
+    demo = args.variant == "fmnist"
+    args.size = args.size or (28 if demo else 224)
+    args.batch = args.batch or (128 if demo else 32)
+    classes = 10 if demo else 1000
 
     import keras_vit
 
-    names = [args.only] if args.only else ["keras_vit", "keras-hub", "timm"]
+    names = [args.only] if args.only else ["keras_vit"] + ([] if args.no_keras_hub else ["keras-hub"]) + ["timm"]
     contenders = {}
+    step = dict(batch=args.batch, runs=args.runs, warmup=args.warmup, classes=classes)
     if "keras_vit" in names:
-        ours = keras_vit.CONSTRUCTORS[canonical_name(args.variant)](
-            weights=None, input_shape=(args.size, args.size, 3))
-        contenders["keras_vit"] = lambda: peers.keras_train_step_seconds(ours, args.batch, args.runs, args.warmup)
+        ours = keras_vit.ViT(**peers.architecture(args.variant), input_shape=(args.size, args.size, 3), classes=classes)
+        contenders["keras_vit"] = lambda: peers.keras_train_step_seconds(ours, **step)
     if "keras-hub" in names:
-        hub = peers.keras_hub_classifier(args.variant, args.size)
-        contenders["keras-hub"] = lambda: peers.keras_train_step_seconds(hub, args.batch, args.runs, args.warmup)
+        hub = peers.keras_hub_classifier(args.variant, args.size, classes)
+        contenders["keras-hub"] = lambda: peers.keras_train_step_seconds(hub, **step)
     timm = peers.TimmWorker() if "timm" in names else None
     if timm is not None:
         contenders["timm (PyTorch)"] = lambda: timm.median_seconds(
-            args.variant, args.size, args.batch, args.runs, args.warmup, train=True)
+            args.variant, args.size, args.batch, args.runs, args.warmup, classes=classes, train=True)
     seconds = {name: [] for name in contenders}
     for _ in range(args.rounds):
         for name, measure in contenders.items():
@@ -59,7 +64,8 @@ def main():
         peak["timm (PyTorch)"] = timm.peak_rss / 2**20
         timm.close()
     shared = "" if args.only else " (shared by keras_vit and keras-hub: use --only)"
-    print(f"ViT-{args.variant} at {args.size}, batch {args.batch}, AdamW, float32\n")
+    title = "the Fashion-MNIST demo model (4x64, patch 4)" if demo else f"ViT-{args.variant}"
+    print(f"{title} at {args.size}, batch {args.batch}, AdamW, float32\n")
     print(f"| implementation | img/s | keras_vit / this | peak RSS MB{shared} |")
     print("|---|---|---|---|")
     for name, images_per_second in rate.items():

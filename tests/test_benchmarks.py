@@ -29,3 +29,16 @@ def test_inference_benchmark_prints_a_row_per_implementation():
     rows = [line for line in result.stdout.splitlines() if line.startswith("| Ti/16 |")]
     assert [row.split("|")[4].strip() for row in rows] == ["keras_vit", "keras_vit (XLA)", "timm (PyTorch)"]
     assert "matmul ceiling:" in result.stdout
+
+
+@pytest.mark.slow
+def test_training_benchmark_of_the_fashion_mnist_model():
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "training.py"), "--variant", "fmnist", "--rounds", "1",
+         "--runs", "1", "--warmup", "1", "--no-keras-hub"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Fashion-MNIST demo model (4x64, patch 4) at 28, batch 128" in result.stdout
+    rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["keras_vit", "timm (PyTorch)"]

@@ -230,8 +230,11 @@ def load_weights(model, source, resample="official", skip_mismatched_head=True):
 
     Returns:
         A dict: `loaded` and `skipped` official tensor names, `resampled`
-        (`(old_shape, new_shape, method)` or `None`) and `numerics` (GELU
-        and epsilon changes made to the model).
+        (`(old_shape, new_shape, method)` or `None`), `numerics` (GELU
+        and epsilon changes made to the model) and `not_in_layout`: paths of
+        model weights the official layout has no place for (2-D learned and
+        relative position embeddings), which keep their values (a warning
+        is logged).
 
     Example:
 
@@ -250,6 +253,11 @@ def load_weights(model, source, resample="official", skip_mismatched_head=True):
         targets[key].assign(np.asarray(value).astype(keras.backend.standardize_dtype(targets[key].dtype)))
     report["numerics"] = _set_numerics(model, info)
     report["source"] = path
+    covered = {id(variable) for variable in targets.values()}
+    report["not_in_layout"] = [w.path for w in model.weights if id(w) not in covered]
+    if report["not_in_layout"]:
+        log.warning("keras_vit.load_weights(%s): the checkpoint layout has no place for %s; they keep their "
+                    "values", path, report["not_in_layout"])
     if report["skipped"] or report["resampled"]:
         log.info("keras_vit.load_weights(%s): skipped %s, resampled %s", path, report["skipped"], report["resampled"])
     return report

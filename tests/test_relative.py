@@ -108,3 +108,16 @@ def test_every_position_embedding_trains_a_step_and_round_trips(kind, classifier
     model.save(path)
     restored = keras.models.load_model(path)
     np.testing.assert_array_equal(to_numpy(restored(x)), to_numpy(model(x)))
+
+
+def test_load_weights_names_what_the_official_layout_cannot_hold(tmp_path):
+    source = keras_vit.ViT(2, 16, 32, 2, 4, input_shape=(8, 8, 3), classes=3, dropout_rate=0.1, drop_path_rate=0.1)
+    source.save_weights(tmp_path / "plain.weights.h5")
+    plain = keras_vit.ViT(2, 16, 32, 2, 4, input_shape=(8, 8, 3), classes=3, dropout_rate=0.1, drop_path_rate=0.1)
+    assert keras_vit.load_weights(plain, str(tmp_path / "plain.weights.h5"))["not_in_layout"] == []
+    saved = keras_vit.ViT(2, 16, 32, 2, 4, input_shape=(8, 8, 3), classes=3, position_embedding="relative")
+    saved.save_weights(tmp_path / "relative.weights.h5")
+    relative = keras_vit.ViT(2, 16, 32, 2, 4, input_shape=(8, 8, 3), classes=3, position_embedding="relative")
+    report = keras_vit.load_weights(relative, str(tmp_path / "relative.weights.h5"))
+    assert [path.split("/")[-1] for path in report["not_in_layout"]] == ["relative_embedding"] * 2
+    # The complete copy of such a model is Keras' own: model.save / load_model (tested above).

@@ -1,11 +1,14 @@
-"""Masked patch prediction: corruption statistics, the colour target, the masked loss, shared weights."""
+"""Masked patch prediction: corruption statistics, the colour target, the masked loss, shared weights, the CLI."""
+
+import json
+import os
 
 import keras
 import numpy as np
 import pytest
 
 import keras_vit
-from keras_vit import mpp
+from keras_vit import cli_pretrain, mpp
 
 
 def tiny(**kwargs):
@@ -180,3 +183,31 @@ def test_mpp_model_without_class_token_and_with_a_grey_head():
     assert tuple(model(np.zeros((2, 16, 16, 3)))["logits"].shape) == (2, 4, 8)
     with pytest.raises(ValueError, match="layers 'embedding' ... 'encoder_norm'"):
         mpp.mpp_model(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+
+
+def test_pretrain_command_end_to_end_on_real_fashion_mnist(tmp_path, capsys):
+    out = tmp_path / "mpp"
+    argv = ["keras-vit pretrain", "--num_layers=1", "--hidden_size=16", "--mlp_dim=32", "--num_heads=2",
+            "--patch_size=7", "--max_train_examples=256", "--max_eval_examples=128", "--batch_size=64",
+            "--pretrain_epochs=1", "--epochs=1", "--target=grey", "--nojit_compile", "--verbose=0",
+            f"--output_dir={out}"]
+    assert cli_pretrain.main(argv) == 0
+    summary = json.loads((out / "mpp_summary.json").read_text())
+    assert summary["command"].startswith("keras-vit pretrain --num_layers=1")
+    assert summary["pretrain"]["classes"] == 8 and summary["pretrain"]["steps"] == 4
+    for run in ("finetune", "scratch"):
+        assert 0.0 <= summary[run]["accuracy"] <= 1.0 and summary[run]["train_seconds"] > 0
+        assert os.path.exists(out / run / "model.keras")
+    assert summary["train_examples"] == 256 and summary["eval_examples"] == 128
+    assert summary["pretrain"]["weights"] == str(out / "pretrain" / "vit_mpp.weights.h5")
+    assert os.path.exists(summary["pretrain"]["weights"])
+    assert "fine-tuned" in capsys.readouterr().out
+
+
+def test_pretrain_flags_quick_and_strategy(capsys):
+    values = cli_pretrain._parse(["keras-vit pretrain", "--quick", "--epochs=2"])
+    assert (values.pretrain_epochs, values.epochs, values.max_train_examples) == (1, 2, 6000)
+    assert cli_pretrain._parse(["keras-vit pretrain"]).pretrain_epochs == 5
+    values = cli_pretrain._parse(["keras-vit pretrain", "--strategy=mirrored"])
+    with pytest.raises(ValueError, match="strategy='mirrored'"):
+        cli_pretrain.pretrain(values)

@@ -9,7 +9,7 @@ fine-tuning flags for comparison.
 
 Examples:
 
-    # The comparison on Fashion-MNIST (about a quarter of an hour on 2 CPU cores):
+    # The comparison on Fashion-MNIST (measured 22.8 min on 2 busy CPU cores; see the README):
     python examples/pretrain_mpp.py --output_dir=runs/mpp
 
     # A short run to see it work; or the 8-class grey-level target:

@@ -9,6 +9,8 @@ from keras_vit import layers, resnet, variants
 # file saved with its optimizer loads after `import keras_vit`.
 from keras_vit import training
 from keras_vit import checkpoints
+# Registers PatchCorruption; masked patch prediction pre-training (keras_vit.mpp.mpp_model).
+from keras_vit import mpp
 from keras_vit.imagenet import decode_predictions, preprocess_input
 from keras_vit.loading import load_weights
 from keras_vit.model import CONSTRUCTORS, ViT, forward_intermediates
@@ -25,6 +27,7 @@ __all__ = [
     "forward_intermediates",
     "load_weights",
     "layers",
+    "mpp",
     "preprocess_input",
     "resnet",
     "variants",

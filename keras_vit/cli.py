@@ -12,6 +12,7 @@ COMMANDS = {
     "summary": ("keras_vit.cli_summary:main", "print a variant's architecture and parameter count"),
     "variants": ("keras_vit.cli_summary:variants", "list the ViT variants"),
     "train": ("keras_vit.cli_train:main", "train or fine-tune a ViT (tf.data, paper recipes, tf.distribute)"),
+    "pretrain": ("keras_vit.cli_pretrain:main", "masked patch prediction pre-training, fine-tuning, and the same model from scratch"),
     "demo": ("keras_vit.cli_demo:main", "the main job: train, evaluate, save, export and plot a Fashion-MNIST ViT"),
     "export": ("keras_vit.cli_export:export", "export to a TF Serving SavedModel, TFLite/LiteRT (float32/float16/dynamic/int8), ONNX"),
     "convert": ("keras_vit.cli_convert:main", "convert an official .npz, timm/Hugging Face .safetensors or catalogue checkpoint to .weights.h5/.keras"),

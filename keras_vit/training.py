@@ -45,7 +45,7 @@ RECIPES = {
         global_clipnorm=1.0,
     ),
 }
-NO_DECAY_WEIGHT_NAMES = ("bias", "cls", "pos_embedding", "row_embedding", "column_embedding",
+NO_DECAY_WEIGHT_NAMES = ("bias", "cls", "pos_embedding", "row_embedding", "column_embedding", "mask_token",
                          "prefix_embedding")
 
 
@@ -111,8 +111,8 @@ def no_weight_decay_variables(model):
     """Returns the variables that weight decay should leave alone.
 
     Norm scales and offsets, every bias (including the `(heads, head_dim)`
-    attention biases, which a 1-D rule would miss), the class token and the
-    position embeddings: decaying them only pulls the model towards zero
+    attention biases, which a 1-D rule would miss), the class token, the
+    masked patch prediction mask token and the position embeddings: decaying them only pulls the model towards zero
     without regularising it.
     """
     excluded = {}

@@ -15,7 +15,7 @@ def test_help_and_unknown_flags(command, capsys):
     assert "no_such_flag" in err and f"keras-vit {command} --help" in err
 
 
-@pytest.mark.parametrize("command", ["train", "demo", "summary", "variants"])
+@pytest.mark.parametrize("command", ["train", "demo", "pretrain", "summary", "variants"])
 def test_commands_without_positional_arguments_reject_them(command, capsys):
     assert cli.main(["keras-vit", command, "stray.png"]) == 2
     assert "takes no positional arguments" in capsys.readouterr().err

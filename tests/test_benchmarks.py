@@ -42,3 +42,16 @@ def test_training_benchmark_of_the_fashion_mnist_model():
     assert "Fashion-MNIST demo model (4x64, patch 4) at 28, batch 128" in result.stdout
     rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")]
     assert rows[1:] == ["keras_vit", "timm (PyTorch)"]
+
+
+@pytest.mark.slow
+def test_profile_prints_op_types_by_self_time(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "op_profile.py"), "--variant", "Ti/16", "--batch", "1",
+         "--passes", "1", "--bf16", "--logdir", str(tmp_path / "trace")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")][2:]
+    assert len(rows) >= 5 and any("MatMul" in row for row in rows) and "IDLE" not in rows
+    assert list((tmp_path / "trace").rglob("*.xplane.pb")), "the raw trace stays for TensorBoard"

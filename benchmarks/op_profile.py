@@ -7,6 +7,7 @@ trace stays in --logdir for TensorBoard.
 
     python benchmarks/op_profile.py --variant B/16 --batch 8 --bf16
     python benchmarks/op_profile.py --variant Ti/16 --batch 8 --xla
+    python benchmarks/op_profile.py --variant Ti/16 --batch 8 --bf16 --keras-gelu   # before the GELU change
 """
 
 import argparse
@@ -45,6 +46,8 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--bf16", action="store_true", help="mixed bfloat16 policy")
     parser.add_argument("--xla", action="store_true", help="jit_compile the forward pass")
+    parser.add_argument("--keras-gelu", action="store_true",
+                        help="trace the blocks with keras.activations.gelu instead of keras_vit's GELU")
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--logdir", default=None, help="keep the trace here (default: a temporary folder)")
@@ -55,7 +58,11 @@ def main():
     import tensorflow as tf
 
     import keras_vit
+    from keras_vit import layers as vit_layers
     from keras_vit.variants import canonical_name
+
+    if args.keras_gelu:
+        vit_layers.gelu = keras.activations.gelu  # looked up when the blocks are traced
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.bf16 else "float32")
     model = keras_vit.CONSTRUCTORS[canonical_name(args.variant)](weights=None, input_shape=(args.size, args.size, 3))
@@ -76,6 +83,7 @@ def main():
     times.pop("IDLE", None)
     busy = sum(times.values())
     mode = ("mixed bfloat16" if args.bf16 else "float32") + (", XLA" if args.xla else "")
+    mode += ", keras.activations.gelu" if args.keras_gelu else ""
     print(f"ViT-{args.variant} at {args.size}, batch {args.batch}, {mode}: {seconds * 1e3:.0f} ms per forward pass "
           f"(under the profiler), {args.passes} passes profiled; trace in {logdir}\n")
     print("| op type | self time per pass (ms) | share of busy time |")

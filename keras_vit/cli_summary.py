@@ -3,17 +3,18 @@
 from absl import flags
 
 from keras_vit.cli import parse_flags
-from keras_vit.variants import VARIANTS, constructor_name
+from keras_vit.variants import HYBRID_VARIANTS, VARIANTS, constructor_name
 
 
 def variants(argv):
-    """Prints the variant table with parameter counts at 224x224, 1000 classes."""
+    """Prints the variant table, the ResNet hybrids after the plain models."""
     parse_flags(argv, lambda values: None, positional=False)
-    print(f"{'variant':<8} {'constructor':<10} {'layers':>6} {'width':>6} {'mlp':>6} {'heads':>5} {'patch':>5}")
-    for name, row in VARIANTS.items():
+    print(f"{'variant':<9} {'constructor':<12} {'layers':>6} {'width':>6} {'mlp':>6} {'heads':>5} {'patch':>5}  resnet")
+    for name, row in {**VARIANTS, **HYBRID_VARIANTS}.items():
+        stages = row.get("resnet")
         print(
-            f"{name:<8} {constructor_name(name):<10} {row['num_layers']:>6} {row['hidden_size']:>6} "
-            f"{row['mlp_dim']:>6} {row['num_heads']:>5} {row['patch_size']:>5}"
+            f"{name:<9} {constructor_name(name):<12} {row['num_layers']:>6} {row['hidden_size']:>6} "
+            f"{row['mlp_dim']:>6} {row['num_heads']:>5} {row['patch_size']:>5}  {stages or '-'}"
         )
     return 0
 

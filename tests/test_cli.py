@@ -25,3 +25,11 @@ def test_unknown_command_lists_the_commands(capsys):
     assert cli.main(["keras-vit", "trian"]) == 2
     err = capsys.readouterr().err
     assert "unknown command 'trian'" in err and all(name in err for name in cli.COMMANDS)
+
+
+def test_variants_lists_plain_and_hybrid_models(capsys):
+    assert cli.main(["keras-vit", "variants"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + 9 + 2
+    assert lines[5].split()[:2] == ["B/16", "ViT_B16"] and lines[5].endswith("-")
+    assert lines[-2].split()[:2] == ["R50+B/16", "ViT_R50_B16"] and lines[-2].endswith("(3, 4, 9)")

@@ -18,7 +18,7 @@ import sys
 
 from absl import flags
 
-from keras_vit import checkpoints, converters, download
+from keras_vit import atomic, checkpoints, converters, download
 from keras_vit.converters import POSEMB
 
 
@@ -127,16 +127,7 @@ def convert(source, output, variant=None, image_size=None, classes=None, include
         name=constructor_name(found["variant"]).lower(),
     )
     report = load_weights(model, path, resample=resample)
-    folder = os.path.dirname(os.path.abspath(output))
-    os.makedirs(folder, exist_ok=True)
-    suffix = ".weights.h5" if output.endswith(".weights.h5") else ".keras"
-    tmp = os.path.join(folder, f".{os.path.basename(output)}.tmp{os.getpid()}{suffix}")
-    try:
-        model.save_weights(tmp) if suffix == ".weights.h5" else model.save(tmp)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic.write_with(output, model.save_weights if output.endswith(".weights.h5") else model.save)
     return model, report
 
 

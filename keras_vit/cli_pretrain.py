@@ -124,10 +124,7 @@ def pretrain(values):
     history = model.fit(images, epochs=values.pretrain_epochs, steps_per_epoch=steps_per_epoch, verbose=values.verbose,
                         shuffle=False, callbacks=[keras.callbacks.TensorBoard(os.path.join(out, "logs"))])
     seconds = time.time() - start
-    weights = os.path.join(out, "vit_mpp.weights.h5")
-    tmp = os.path.join(out, ".vit_mpp.tmp.weights.h5")
-    vit.save_weights(tmp)
-    os.replace(tmp, weights)
+    weights = atomic.write_with(os.path.join(out, "vit_mpp.weights.h5"), vit.save_weights)
     atomic.write_json(os.path.join(out, "history.json"), history.history)
     report = {
         "target": values.target,

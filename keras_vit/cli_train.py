@@ -184,10 +184,7 @@ def run(values, callbacks=()):
     results.update(train_seconds=round(train_seconds, 1), parameters=model.count_params())
     atomic.write_json(os.path.join(own_dir, "history.json"), history.history)
     atomic.write_json(os.path.join(own_dir, "eval.json"), results)
-    model_path = os.path.join(own_dir, "model.keras")
-    tmp = os.path.join(own_dir, ".model.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, model_path)
+    model_path = atomic.write_with(os.path.join(own_dir, "model.keras"), model.save)
     # `keras-vit predict model.keras` prints these names.
     export.write_labels(model_path, class_names)
     return model, history, results

@@ -9,7 +9,6 @@ loads with `safe_mode=True` and without `custom_objects`.
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_vit.position import POSITION_EMBEDDINGS, AddPositionEmbedding, sincos_2d_embedding  # noqa: F401

@@ -22,12 +22,12 @@ import re
 import statistics
 import tempfile
 import time
-import uuid
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vit import atomic
 from keras_vit import export as vit_export
 
 QUANTIZE_MODES = ("float32", "float16", "dynamic", "int8")
@@ -213,16 +213,12 @@ def export_tflite(model, path, quantize="float32", representative_data=None, int
     output_shape = tuple(model.outputs[0].shape) if len(model.outputs) == 1 else ()
     names = vit_export.resolve_class_names(model, class_names) if len(output_shape) == 2 else None
     content = convert(model, quantize, representative_data, int8_io, calibration_samples)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+
+    def write(tmp):
         with open(tmp, "wb") as f:
             f.write(content)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    atomic.write_with(path, write)
     if names is not None:
         vit_export.write_labels(path, names)
     return path

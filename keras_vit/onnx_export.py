@@ -7,11 +7,11 @@ converts the same way and rewrites `Erfc(x)` as `1 - Erf(x)`.
 """
 
 import os
-import uuid
 
 import numpy as np
 import tensorflow as tf
 
+from keras_vit import atomic
 from keras_vit import export as vit_export
 from keras_vit import litert
 
@@ -58,22 +58,13 @@ def export_onnx(model, path, opset=OPSET):
     spec = [tf.TensorSpec((None,) + shape, tf.float32, name="images")]
     function = tf.function(lambda images: model(images, training=False), input_signature=spec)
     patch_tf2onnx()  # Keras' numpy-2 fixes for tf2onnx
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tf2onnx.convert.from_function(
-            function,
-            input_signature=spec,
-            opset=opset,
-            custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
-            output_path=tmp,
-        )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic.write_with(path, lambda tmp: tf2onnx.convert.from_function(
+        function,
+        input_signature=spec,
+        opset=opset,
+        custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
+        output_path=tmp,
+    ))
 
 
 class ONNXModel:

@@ -1,10 +1,10 @@
 """PNG figures (matplotlib, no screen needed): the analyses of `keras_vit.visualize`, training curves and confusion matrices."""
 
 import math
-import os
-import tempfile
 
 import numpy as np
+
+from keras_vit import atomic
 
 
 def _pyplot():
@@ -18,18 +18,10 @@ def _pyplot():
 
 def _save(figure, path):
     """Writes the figure to a temporary file beside `path`, then renames it into place."""
-    plt = _pyplot()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(suffix=".png", dir=directory, prefix=".tmp-")
-    os.close(handle)
     try:
-        figure.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
+        atomic.write_with(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
     finally:
-        plt.close(figure)
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _pyplot().close(figure)
     return path
 
 

@@ -16,10 +16,12 @@ import textwrap
 import keras
 import numpy as np
 
+from keras_vit.cli_demo import DEMO_DEFAULTS
+from keras_vit.cli_train import SMALL_VIT
 from keras_vit.variants import VARIANTS, canonical_name
 
 # The Fashion-MNIST model of `keras-vit demo` (28x28 inputs, 10 classes), as a variant row.
-FASHION_MNIST = dict(num_layers=4, hidden_size=64, mlp_dim=128, num_heads=4, patch_size=4)
+FASHION_MNIST = {name: DEMO_DEFAULTS[name] for name in SMALL_VIT}
 
 
 def architecture(variant):

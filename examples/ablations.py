@@ -19,12 +19,10 @@ import os
 from absl import app, flags
 
 from keras_vit import ablations, atomic, cli_train
+from keras_vit.cli_demo import DEMO_DEFAULTS
 
-ABLATION_DEFAULTS = dict(
-    num_layers=4, hidden_size=64, mlp_dim=128, num_heads=4, patch_size=4, image_size=28,
-    epochs=2, batch_size=128, learning_rate=2e-3, weight_decay=0.05, warmup_epochs=0.5,
-    label_smoothing=0.1, output_dir="runs/ablations",
-)
+# The demo's model and recipe, in short runs.
+ABLATION_DEFAULTS = dict(DEMO_DEFAULTS, epochs=2, warmup_epochs=0.5, output_dir="runs/ablations")
 
 cli_train.define_flags(flags.FLAGS, **ABLATION_DEFAULTS)
 flags.DEFINE_string("settings", ",".join(ablations.DEFAULT_SETTINGS),

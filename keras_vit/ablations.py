@@ -16,7 +16,6 @@ import json
 import math
 import os
 import time
-import types
 
 # name -> (flag overrides, the row label of the paper's table)
 SETTINGS = {
@@ -39,13 +38,6 @@ def parse_settings(text):
     return names
 
 
-def _flag_namespace(values):
-    """A plain copy of absl `FlagValues` (or of a namespace) that runs can change."""
-    if hasattr(values, "flag_values_dict"):
-        return types.SimpleNamespace(**values.flag_values_dict())
-    return types.SimpleNamespace(**vars(values))
-
-
 def run_study(values, settings, seeds, output_dir, train=None):
     """Trains every (setting, seed) pair and returns the list of run records.
 
@@ -64,8 +56,9 @@ def run_study(values, settings, seeds, output_dir, train=None):
         A list of dicts: `setting`, `seed`, `accuracy`, `loss`,
         `train_seconds`, `parameters`, `output_dir`.
     """
-    if train is None:
-        from keras_vit.cli_train import run as train
+    from keras_vit import cli_train
+
+    train = train or cli_train.run
     records = []
     for setting in settings:
         overrides, _ = SETTINGS[setting]
@@ -73,11 +66,8 @@ def run_study(values, settings, seeds, output_dir, train=None):
             run_dir = os.path.join(output_dir, f"{setting}_seed{seed}")
             eval_path = os.path.join(run_dir, "eval.json")
             if not os.path.exists(eval_path):
-                run_values = _flag_namespace(values)
-                for name, value in {**overrides, "seed": seed, "output_dir": run_dir}.items():
-                    setattr(run_values, name, value)
                 started = time.time()
-                train(run_values)
+                train(cli_train.with_flags(values, **overrides, seed=seed, output_dir=run_dir))
                 print(f"ablations: {setting} seed {seed} done in {time.time() - started:.0f} s", flush=True)
             with open(eval_path) as f:
                 result = json.load(f)

@@ -50,6 +50,14 @@ def parse_flags(argv, define, usage="[--flags]", positional=True):
     return values, rest
 
 
+def fill_unset(values, presets):
+    """Gives the flags named in `presets` those values unless the command line set them (`--quick`)."""
+    for name, value in presets.items():
+        if not values[name].present:
+            values[name].value = value
+    return values
+
+
 def _usage():
     lines = ["usage: keras-vit COMMAND [--flags]   (keras-vit COMMAND --help for its flags)", ""]
     lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in COMMANDS.items()]

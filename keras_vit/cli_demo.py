@@ -27,7 +27,7 @@ QUICK = dict(epochs=2, max_train_examples=15_000, max_eval_examples=10_000)
 def _parse(argv):
     from absl import flags
 
-    from keras_vit.cli import parse_flags
+    from keras_vit.cli import fill_unset, parse_flags
 
     def define(values):
         cli_train.define_flags(values, **DEMO_DEFAULTS)
@@ -37,11 +37,7 @@ def _parse(argv):
         flags.DEFINE_bool("export", True, "Export a SavedModel and a TFLite model.", flag_values=values)
 
     values, _ = parse_flags(argv, define, positional=False)
-    if values.quick:
-        for name, value in QUICK.items():
-            if not values[name].present:
-                values[name].value = value
-    return values
+    return fill_unset(values, QUICK) if values.quick else values
 
 
 def confusion_matrix(labels, predictions, num_classes):

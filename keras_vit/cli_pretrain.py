@@ -22,14 +22,11 @@ import time
 from absl import flags
 
 from keras_vit import cli_train
+from keras_vit.cli_demo import DEMO_DEFAULTS
 
-# The demo's model (4 layers, width 64, patch 4 at 28x28): 5 epochs of pre-training, then 3 epochs of
-# fine-tuning and 3 from scratch; measured 22.8 min on 2 CPU cores shared with other jobs (README).
-PRETRAIN_DEFAULTS = dict(
-    num_layers=4, hidden_size=64, mlp_dim=128, num_heads=4, patch_size=4, image_size=28,
-    epochs=3, batch_size=128, learning_rate=2e-3, weight_decay=0.05, warmup_epochs=0.5,
-    label_smoothing=0.1, crop_area_min=1.0, output_dir="runs/mpp",
-)
+# The demo's model and recipe (4 layers, width 64, patch 4 at 28x28): 5 epochs of pre-training, then 3
+# epochs of fine-tuning and 3 from scratch; measured 22.8 min on 2 CPU cores shared with other jobs (README).
+PRETRAIN_DEFAULTS = dict(DEMO_DEFAULTS, epochs=3, warmup_epochs=0.5, output_dir="runs/mpp")
 QUICK = dict(pretrain_epochs=1, epochs=1, max_train_examples=6_000, max_eval_examples=2_000)
 
 
@@ -54,11 +51,9 @@ def define_flags(values):
 
 def apply_quick(values):
     """With `--quick`, sets the `QUICK` values of the flags the command line did not give."""
-    if values.quick:
-        for name, value in QUICK.items():
-            if not values[name].present:
-                values[name].value = value
-    return values
+    from keras_vit.cli import fill_unset
+
+    return fill_unset(values, QUICK) if values.quick else values
 
 
 def _parse(argv):
@@ -142,12 +137,7 @@ def pretrain(values):
 
 def _supervised(values, output_dir, init_weights):
     """One `keras-vit train` run with these flags, into `output_dir`, from `init_weights`."""
-    saved = values.output_dir, values.init_weights
-    values.output_dir, values.init_weights = output_dir, init_weights
-    try:
-        _, _, results = cli_train.run(values)
-    finally:
-        values.output_dir, values.init_weights = saved
+    _, _, results = cli_train.run(cli_train.with_flags(values, output_dir=output_dir, init_weights=init_weights))
     keep = ("accuracy", "loss", "train_seconds")
     return {"epochs": values.epochs, **{k: results[k] for k in keep if k in results}, "output_dir": output_dir}
 

@@ -8,6 +8,7 @@ again), `checkpoints/latest.weights.h5`, `logs/` (TensorBoard),
 
 import os
 import time
+import types
 
 from absl import flags
 
@@ -74,6 +75,12 @@ def define_flags(values, **defaults):
     I("seed", 0, "Seed of weights, data order and augmentation.", **kw)
     S("output_dir", d["output_dir"], "Backups, checkpoints, logs and the final model go here.", **kw)
     I("verbose", 1, "Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.", **kw)
+
+
+def with_flags(values, **changes):
+    """A plain copy of the flags (absl `FlagValues` or a namespace) with `changes`, for one more `run`."""
+    plain = values.flag_values_dict() if hasattr(values, "flag_values_dict") else vars(values)
+    return types.SimpleNamespace(**{**plain, **changes})
 
 
 def build_model(values, num_classes):

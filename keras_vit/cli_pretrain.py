@@ -89,8 +89,7 @@ def pretrain(values):
     steps_per_epoch = values.pretrain_steps_per_epoch or max(num_train // batch, 1)
     images = data.pipeline(
         train_ds, values.image_size, batch, len(class_names), training=True, seed=values.seed,
-        area_range=None if values.crop_area_min >= 1 else (values.crop_area_min, 1.0), flip=values.flip,
-        cache=values.dataset == "fashion_mnist",
+        **cli_train.augmentation(values), cache=values.dataset == "fashion_mnist",
     ).map(lambda image, label: image)  # Self-supervised: the labels are dropped.
     if values.pretrain_steps_per_epoch:
         images = images.repeat()

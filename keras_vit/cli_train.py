@@ -77,6 +77,12 @@ def define_flags(values, **defaults):
     I("verbose", 1, "Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.", **kw)
 
 
+def augmentation(values):
+    """The per-image training augmentation the flags ask for, as `data.pipeline` arguments."""
+    return dict(area_range=None if values.crop_area_min >= 1 else (values.crop_area_min, 1.0),
+                flip=values.flip, translate=values.translate)
+
+
 def with_flags(values, **changes):
     """A plain copy of the flags (absl `FlagValues` or a namespace) with `changes`, for one more `run`."""
     plain = values.flag_values_dict() if hasattr(values, "flag_values_dict") else vars(values)
@@ -138,9 +144,8 @@ def run(values, callbacks=()):
     common = dict(image_size=values.image_size, num_classes=len(class_names), seed=values.seed,
                   label_mode=label_mode, cache=values.dataset == "fashion_mnist")
     make_train = functools.partial(
-        data.pipeline, train_ds, training=True,
-        area_range=None if values.crop_area_min >= 1 else (values.crop_area_min, 1.0),
-        flip=values.flip, translate=values.translate, randaugment=values.randaugment, mixup=values.mixup, cutmix=values.cutmix, **common,
+        data.pipeline, train_ds, training=True, **augmentation(values),
+        randaugment=values.randaugment, mixup=values.mixup, cutmix=values.cutmix, **common,
     )
     make_eval = functools.partial(data.pipeline, eval_ds, training=False, **common)
     # With --steps_per_epoch an "epoch" need not be one pass: keep the iterator going.

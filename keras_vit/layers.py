@@ -11,11 +11,10 @@ import math
 import keras
 from keras import ops
 
-from keras_vit.position import POSITION_EMBEDDINGS, AddPositionEmbedding, sincos_2d_embedding  # noqa: F401
+from keras_vit.position import PACKAGE, POSITION_EMBEDDINGS, AddPositionEmbedding, sincos_2d_embedding  # noqa: F401
 from keras_vit.position import grid_pair as _pair
 from keras_vit.relative import RelativePositionAttention
 
-PACKAGE = "keras_vit"
 POOLING_MODES = ("token", "avg", "max")
 
 

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
-PACKAGE = "keras_vit"
+from keras_vit.position import PACKAGE
 
 
 def relative_offsets(num_tokens):

@@ -1,8 +1,10 @@
 """ONNX export (optional): `pip install "keras-vit[onnx]"` adds tf2onnx and onnxruntime.
 
 Keras' `model.export(format="onnx")` runs tf2onnx on the TensorFlow backend.
-tf2onnx has no converter for `Erfc`, which TensorFlow's exact GELU uses, so a
-ViT fails to load in onnxruntime ("No Op registered for Erfc"). `export_onnx`
+tf2onnx has no converter for `Erfc`, which TensorFlow's exact GELU
+(`keras.activations.gelu`) uses, so such a model fails to load in onnxruntime
+("No Op registered for Erfc"). keras_vit's own blocks compute the GELU with
+`Erf` (`keras_vit.layers.gelu`); for any other Keras model `export_onnx`
 converts the same way and rewrites `Erfc(x)` as `1 - Erf(x)`.
 """
 

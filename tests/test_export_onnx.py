@@ -13,7 +13,7 @@ from keras_vit import onnx_export
 
 
 def test_onnx_matches_keras_at_any_batch_size(tmp_path):
-    # Exact (erf) GELU is the default: the path tf2onnx cannot convert on its own.
+    # Exact GELU is the default; keras_vit computes it with Erf, which tf2onnx converts.
     model = keras_vit.ViT(2, 32, 64, 2, 8, input_shape=(32, 32, 3), classes=3)
     rng = np.random.default_rng(0)
     for weight in model.get_layer("head").weights:
@@ -25,6 +25,19 @@ def test_onnx_matches_keras_at_any_batch_size(tmp_path):
     for batch in (1, 5):
         np.testing.assert_allclose(runner(images[:batch]), model.predict(images[:batch], verbose=0), atol=1e-5)
     assert onnx_export.verify_onnx(path, model, images)["top1_agreement"] == 1.0
+
+
+def test_erfc_of_tensorflows_exact_gelu_is_rewritten(tmp_path):
+    # keras.activations.gelu (TensorFlow's Erfc), which tf2onnx cannot convert on its own.
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Dense(6, activation=lambda t: keras.activations.gelu(t, approximate=False))(
+        keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    path = onnx_export.export_onnx(model, tmp_path / "gelu.onnx")
+    images = np.random.default_rng(0).normal(0, 2, (4, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(onnx_export.ONNXModel(path)(images), model.predict(images, verbose=0), atol=1e-5)
 
 
 def test_onnx_path_must_end_in_onnx(tmp_path):

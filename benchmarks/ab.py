@@ -1,0 +1,157 @@
+"""Times keras_vit with and without one of its speed changes, in one run, alternating.
+
+Each change can be undone while a model's functions are traced, because the blocks look it up
+then:
+
+- `gelu`: `keras_vit.layers.gelu` (the exact GELU as `0.5 x (1 + erf(x / sqrt 2))` in float32)
+  against `keras.activations.gelu`, whose TensorFlow `erfc` has no vectorised bfloat16 kernel;
+- `attention`: `keras_vit.attention.self_attention` (q/k/v in one fused product, heads laid out
+  once) against `keras.layers.MultiHeadAttention`'s own call (three `EinsumDense` projections and
+  two transposing einsums), on the same weights.
+
+The same model (same weights) is traced twice, once each way, and the two are timed in turn: forward
+passes by default, or training steps (AdamW, sparse cross-entropy) with `--train`.
+
+    python benchmarks/ab.py --change attention --variant B/16 --batch 8 --bf16
+    python benchmarks/ab.py --change attention --variant Ti/16 --batch 32 --train --xla
+    python benchmarks/ab.py --change gelu --variant B/16 --batch 8 --bf16
+"""
+
+import argparse
+import contextlib
+import statistics
+import time
+
+
+@contextlib.contextmanager
+def undone(change):
+    """Within the block, keras_vit computes as it did before `change`."""
+    import keras
+
+    from keras_vit import attention
+    from keras_vit import layers as vit_layers
+
+    if change == "gelu":
+        saved, vit_layers.gelu = vit_layers.gelu, keras.activations.gelu
+        try:
+            yield
+        finally:
+            vit_layers.gelu = saved
+    elif change == "attention":
+        saved, attention.can_fuse = attention.can_fuse, lambda layer: False
+        try:
+            yield
+        finally:
+            attention.can_fuse = saved
+    else:
+        raise ValueError(f"`change` must be one of {CHANGES}. Received: {change!r}")
+
+
+CHANGES = ("gelu", "attention")
+DESCRIPTIONS = {
+    "gelu": ("keras.activations.gelu (TF erfc)", "keras_vit gelu (float32 erf)"),
+    "attention": ("keras.layers.MultiHeadAttention call", "keras_vit fused self_attention"),
+}
+
+
+def add_step_arguments(parser):
+    """The flags that say which model to build and which step to run (`build`, `make_step`)."""
+    parser.add_argument("--variant", default="B/16")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--bf16", action="store_true", help="mixed bfloat16 policy")
+    parser.add_argument("--xla", action="store_true", help="jit_compile the forward pass or training step")
+    parser.add_argument("--train", action="store_true", help="training steps (AdamW) instead of forward passes")
+
+
+def build(args):
+    """The variant under the chosen policy, with a random head, and a batch of random images."""
+    import keras
+    import numpy as np
+
+    import keras_vit
+    from keras_vit.variants import canonical_name
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.bf16 else "float32")
+    keras.utils.set_random_seed(0)
+    shape = (args.size, args.size, 3)
+    model = keras_vit.CONSTRUCTORS[canonical_name(args.variant)](weights=None, input_shape=shape)
+    keras.mixed_precision.set_global_policy("float32")
+    head = model.get_layer("head").kernel  # zero from scratch: give the outputs something to differ by
+    head.assign(np.random.default_rng(1).normal(0, 0.02, head.shape).astype("float32"))
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (args.batch,) + shape).astype("float32")
+    labels = rng.integers(0, model.output_shape[-1], args.batch)
+    return model, images, labels
+
+
+def make_step(model, images, labels, train=False, xla=False):
+    """`(step, outputs)`: a function that runs one forward pass (or training step), traced now, and the
+    model's outputs on `images` before any training."""
+    import keras
+    import tensorflow as tf
+
+    if train:
+        model.compile(optimizer=keras.optimizers.AdamW(1e-4), loss="sparse_categorical_crossentropy",
+                      jit_compile=xla)
+        outputs = model.predict_on_batch(images)
+        model.train_on_batch(images, labels)
+        return (lambda: model.train_on_batch(images, labels)), outputs
+    x = tf.constant(images)
+    forward = tf.function(lambda batch: model(batch, training=False), jit_compile=xla)
+    outputs = forward(x).numpy()
+    return (lambda: forward(x).numpy()), outputs
+
+
+def step_functions(args):
+    """`{description: step}` for the same model before and after the change, each traced once, and the
+    largest difference of their first outputs."""
+    import keras
+
+    model, images, labels = build(args)
+    steps, outputs = {}, {}
+    for side, description in zip(("before", "after"), DESCRIPTIONS[args.change]):
+        twin = model
+        if args.train:  # each side trains its own copy
+            twin = keras.models.clone_model(model)
+            twin.set_weights(model.get_weights())
+        with undone(args.change) if side == "before" else contextlib.nullcontext():
+            steps[description], outputs[side] = make_step(twin, images, labels, args.train, args.xla)
+    return steps, abs(outputs["after"] - outputs["before"]).max()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--change", choices=CHANGES, required=True)
+    add_step_arguments(parser)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+
+    steps, difference = step_functions(args)
+    for step in steps.values():
+        step()  # warm-up
+    seconds = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            times = []
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - start)
+            seconds[name].append(statistics.median(times))
+    mode = ("mixed bfloat16" if args.bf16 else "float32") + (", XLA" if args.xla else "")
+    what = "training steps" if args.train else "forward passes"
+    print(f"ViT-{args.variant} at {args.size}, batch {args.batch}, {mode}, {what}; "
+          f"max abs difference of the first outputs: {difference:.2e}\n")
+    print(f"| {args.change} | img/s | speed-up |")
+    print("|---|---|---|")
+    base = None
+    for name, times in seconds.items():
+        rate = args.batch / statistics.median(times)
+        base = base or rate
+        print(f"| {name} | {rate:.2f} | {rate / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Self-attention computed with fused matrix products on the weights of a `keras.layers.MultiHeadAttention`.
+
+`TransformerBlock` keeps its attention weights in a Keras `MultiHeadAttention`
+(q/k/v kernels `(D, H, D/H)`, output `(H, D/H, D)`: the official checkpoint
+shapes), but runs self-attention through `self_attention` below rather than
+through the layer's own call, which projects with three `EinsumDense`
+contractions and attends with two transposing einsums. Here:
+
+- q, k and v come from one `(B*T, D) x (D, 3D)` product (the three kernels
+  viewed as 2-D and concatenated), which CPUs run as one large GEMM;
+- the heads are laid out `(B, H, T, D/H)` once, so both attention products are
+  plain batched matrix products;
+- the output projection is one `(B*T, D) x (D, D)` product.
+
+The softmax is computed in float32 whatever the compute dtype (as
+`keras.ops.dot_product_attention` does). The result equals the layer's own
+call up to float rounding (`tests/test_layers.py`); the speed-up is measured
+in `benchmarks/RESULTS.md` ("Where the time goes").
+"""
+
+import keras
+from keras import ops
+
+
+def can_fuse(attention):
+    """Whether `self_attention` computes what `attention(x, x)` would.
+
+    True for a plain `keras.layers.MultiHeadAttention` (not a subclass with
+    its own attention rule) with biases, default axes and unquantised
+    kernels.
+    """
+    denses = (attention.query_dense, attention.key_dense, attention.value_dense, attention.output_dense)
+    return (
+        type(attention) is keras.layers.MultiHeadAttention
+        and attention._use_bias
+        and not attention._use_gate
+        and attention._attention_axes in (None, (1,))
+        and attention._key_dim == attention._value_dim
+        and all(getattr(dense, "quantization_mode", None) is None for dense in denses)
+    )
+
+
+def self_attention(attention, inputs, training=None, return_attention_scores=False):
+    """`attention(inputs, inputs)` of a `MultiHeadAttention`, with fused products.
+
+    Args:
+        attention: a built `keras.layers.MultiHeadAttention` for which
+            `can_fuse` is true.
+        inputs: tensor of shape `(batch, tokens, D)` in the compute dtype.
+        training: Python bool; attention dropout is applied when true.
+        return_attention_scores: bool; also return the float32 attention
+            probabilities, shape `(batch, heads, tokens, tokens)`.
+
+    Returns:
+        Tensor of shape `(batch, tokens, D_out)`, and the probabilities when
+        asked for.
+    """
+    heads, head_dim = attention._num_heads, attention._key_dim
+    width = heads * head_dim
+    dtype = inputs.dtype
+    features = inputs.shape[-1]
+
+    def flat(dense, shape):
+        return ops.reshape(ops.cast(dense.kernel, dtype), shape), ops.reshape(ops.cast(dense.bias, dtype), (-1,))
+
+    projections = [flat(dense, (features, width))
+                   for dense in (attention.query_dense, attention.key_dense, attention.value_dense)]
+    kernel = ops.concatenate([k for k, _ in projections], axis=1)
+    bias = ops.concatenate([b for _, b in projections], axis=0)
+
+    shape = ops.shape(inputs)
+    batch, tokens = shape[0], shape[1]
+    qkv = ops.matmul(ops.reshape(inputs, (-1, features)), kernel) + bias
+    qkv = ops.transpose(ops.reshape(qkv, (batch, tokens, 3, heads, head_dim)), (2, 0, 3, 1, 4))
+    # Unstacking (not indexing) keeps the gradient one stack, not three zero-padded copies.
+    query, key, value = ops.unstack(qkv, 3, axis=0)  # (B, H, T, D/H) each
+
+    query = query * ops.cast(attention._inverse_sqrt_key_dim, dtype)
+    logits = ops.einsum("bhtd,bhsd->bhts", query, key)
+    probabilities = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+    weights = ops.cast(probabilities, dtype)
+    if attention._dropout > 0.0:
+        weights = attention._dropout_layer(weights, training=training)
+    context = ops.einsum("bhts,bhsd->bhtd", weights, value)
+
+    out_kernel, out_bias = flat(attention.output_dense, (width, -1))
+    context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (-1, width))
+    outputs = ops.reshape(ops.matmul(context, out_kernel) + out_bias, (batch, tokens, -1))
+    if return_attention_scores:
+        return outputs, probabilities
+    return outputs

@@ -1,0 +1,106 @@
+"""The fused self-attention computes what `keras.layers.MultiHeadAttention` computes, on its weights."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_vit
+from keras_vit import attention
+from keras_vit import layers as vit_layers
+from keras_vit.relative import RelativePositionAttention
+
+
+def random_attention(num_heads=3, key_dim=8, width=24, dropout=0.0, seed=0):
+    layer = keras.layers.MultiHeadAttention(num_heads=num_heads, key_dim=key_dim, dropout=dropout)
+    layer.build((None, 7, width), (None, 7, width))
+    rng = np.random.default_rng(seed)
+    for weight in layer.weights:  # biases too: zero biases would hide a wrong bias layout
+        weight.assign(rng.normal(0, 0.4, weight.shape).astype("float32"))
+    return layer, rng.normal(size=(2, 7, width)).astype("float32")
+
+
+def test_fused_equals_the_keras_layer_with_scores():
+    layer, x = random_attention()
+    assert attention.can_fuse(layer)
+    expected, expected_scores = layer(x, x, return_attention_scores=True)
+    outputs, scores = attention.self_attention(layer, tf.constant(x), return_attention_scores=True)
+    np.testing.assert_allclose(outputs, expected, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(scores, expected_scores, atol=1e-6)
+    np.testing.assert_allclose(np.sum(scores, axis=-1), 1.0, atol=1e-6)
+
+
+def test_fused_gradients_equal_the_keras_layer():
+    layer, x = random_attention(seed=1)
+    x = tf.constant(x)
+    upstream = tf.constant(np.random.default_rng(2).normal(size=(2, 7, 24)).astype("float32"))
+
+    def gradients(call):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(call() * upstream)
+        return tape.gradient(loss, [x] + layer.trainable_variables)
+
+    fused = gradients(lambda: attention.self_attention(layer, x))
+    keras_own = gradients(lambda: layer(x, x))
+    assert len(fused) == 9  # the input, then q/k/v/output kernels and biases
+    for a, b in zip(fused, keras_own):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_fused_in_mixed_bfloat16_keeps_softmax_in_float32():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        layer, x = random_attention(seed=3)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    outputs, scores = attention.self_attention(layer, tf.cast(x, "bfloat16"), return_attention_scores=True)
+    expected = layer(x, x)
+    assert outputs.dtype == tf.bfloat16 and scores.dtype == tf.float32
+    np.testing.assert_allclose(np.sum(scores, axis=-1), 1.0, atol=1e-5)
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(tf.cast(outputs, "float32"), tf.cast(expected, "float32"), atol=0.03 * scale)
+
+
+def test_fused_attention_dropout_applies_in_training_only():
+    layer, x = random_attention(dropout=0.5, seed=4)
+    x = tf.constant(x)
+    inference = attention.self_attention(layer, x, training=False)
+    np.testing.assert_allclose(inference, layer(x, x, training=False), atol=1e-5, rtol=1e-5)
+    trained = attention.self_attention(layer, x, training=True)
+    assert np.abs(np.asarray(trained) - np.asarray(inference)).max() > 1e-3
+
+
+def test_layers_with_their_own_attention_rule_are_not_fused():
+    relative = RelativePositionAttention(num_tokens=7, num_heads=2, key_dim=4)
+    relative.build((None, 7, 8), (None, 7, 8))
+    assert not attention.can_fuse(relative)
+    gated = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, use_gate=True)
+    gated.build((None, 7, 8), (None, 7, 8))
+    assert not attention.can_fuse(gated)
+
+
+def _matmul_count(model):
+    forward = tf.function(lambda images: model(images, training=False))
+    graph = forward.get_concrete_function(tf.TensorSpec((None,) + model.input_shape[1:], tf.float32)).graph
+    return sum(op.type == "MatMul" for op in graph.get_operations())
+
+
+@pytest.mark.parametrize("position_embedding, fused", [("learned", True), ("relative", False)])
+def test_vit_blocks_take_the_fused_path(position_embedding, fused):
+    model = keras_vit.ViT(2, 16, 32, 2, 4, input_shape=(8, 8, 3), classes=3,
+                          position_embedding=position_embedding)
+    blocks = [layer for layer in model.layers if isinstance(layer, vit_layers.TransformerBlock)]
+    assert [attention.can_fuse(block.attention) for block in blocks] == [fused, fused]
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    expected, matmuls = model(x), _matmul_count(model)
+    saved, attention.can_fuse = attention.can_fuse, lambda layer: False
+    try:
+        unfused = keras.models.clone_model(model)
+        unfused.set_weights(model.get_weights())
+        np.testing.assert_allclose(unfused(x), expected, atol=1e-5)
+        unfused_matmuls = _matmul_count(unfused)
+    finally:
+        attention.can_fuse = saved
+    # Fused: one q/k/v product and one output product per block, beside the MLP's two.
+    assert matmuls - unfused_matmuls == (2 * len(blocks) if fused else 0)

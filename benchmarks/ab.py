@@ -5,9 +5,14 @@ then:
 
 - `gelu`: `keras_vit.layers.gelu` (the exact GELU as `0.5 x (1 + erf(x / sqrt 2))` in float32)
   against `keras.activations.gelu`, whose TensorFlow `erfc` has no vectorised bfloat16 kernel;
+- `gelu_gradient`: the same float32 GELU with its derivative written out (`keras_vit.activations`:
+  only the input is kept for the backward pass) against TensorFlow's automatic differentiation of
+  it (which keeps three hidden-size tensors per block); matters for training only;
 - `attention`: `keras_vit.attention.self_attention` (q/k/v in one fused product, heads laid out
   once) against `keras.layers.MultiHeadAttention`'s own call (three `EinsumDense` projections and
-  two transposing einsums), on the same weights.
+  two transposing einsums), on the same weights;
+- `layer_norm`: `keras_vit.normalization.layer_norm` (float32, gradient in closed form, keeping the
+  input and per-token statistics only) against `keras.layers.LayerNormalization`'s own call.
 
 The same model (same weights) is traced twice, once each way, and the two are timed in turn: forward
 passes by default, or training steps (AdamW, sparse cross-entropy) with `--train`.
@@ -15,6 +20,7 @@ passes by default, or training steps (AdamW, sparse cross-entropy) with `--train
     python benchmarks/ab.py --change attention --variant B/16 --batch 8 --bf16
     python benchmarks/ab.py --change attention --variant Ti/16 --batch 32 --train --xla
     python benchmarks/ab.py --change gelu --variant B/16 --batch 8 --bf16
+    python benchmarks/ab.py --change gelu_gradient --variant Ti/16 --batch 32 --train
 """
 
 import argparse
@@ -28,29 +34,47 @@ def undone(change):
     """Within the block, keras_vit computes as it did before `change`."""
     import keras
 
-    from keras_vit import attention
+    from keras_vit import attention, normalization
     from keras_vit import layers as vit_layers
 
-    if change == "gelu":
-        saved, vit_layers.gelu = vit_layers.gelu, keras.activations.gelu
+    if change in ("gelu", "gelu_gradient"):
+        before = keras.activations.gelu if change == "gelu" else autodiff_gelu
+        saved, vit_layers.gelu = vit_layers.gelu, before
         try:
             yield
         finally:
             vit_layers.gelu = saved
-    elif change == "attention":
-        saved, attention.can_fuse = attention.can_fuse, lambda layer: False
+    elif change in ("attention", "layer_norm"):
+        module = attention if change == "attention" else normalization
+        saved, module.can_fuse = module.can_fuse, lambda layer: False
         try:
             yield
         finally:
-            attention.can_fuse = saved
+            module.can_fuse = saved
     else:
         raise ValueError(f"`change` must be one of {CHANGES}. Received: {change!r}")
 
 
-CHANGES = ("gelu", "attention")
+def autodiff_gelu(x, approximate=False):
+    """keras_vit's float32 GELU as it was before its derivative was written out."""
+    import keras
+    from keras import ops
+
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    x32 = ops.cast(x, "float32")
+    if approximate:
+        y = keras.activations.gelu(x32, approximate=True)
+    else:
+        y = 0.5 * x32 * (1.0 + ops.erf(x32 * 0.7071067811865476))
+    return ops.cast(y, dtype)
+
+
+CHANGES = ("gelu", "gelu_gradient", "attention", "layer_norm")
 DESCRIPTIONS = {
     "gelu": ("keras.activations.gelu (TF erfc)", "keras_vit gelu (float32 erf)"),
+    "gelu_gradient": ("float32 erf GELU, autodiff", "float32 erf GELU, written-out derivative"),
     "attention": ("keras.layers.MultiHeadAttention call", "keras_vit fused self_attention"),
+    "layer_norm": ("keras.layers.LayerNormalization call", "keras_vit layer_norm (written-out gradient)"),
 }
 
 

@@ -107,7 +107,7 @@ def pretrain(values):
         weight_decay=values.weight_decay if values.optimizer == "adamw" else 0.0,
         global_clipnorm=values.clipnorm or None, model=model,
     )
-    model.compile(optimizer=optimizer, jit_compile=values.jit_compile)
+    model.compile(optimizer=optimizer, jit_compile=cli_train.jit_compile(values))
 
     out = os.path.join(values.output_dir, "pretrain")
     os.makedirs(out, exist_ok=True)

@@ -69,7 +69,8 @@ def define_flags(values, **defaults):
     F("mixup", 0.0, "MixUp alpha (0: off).", **kw)
     F("cutmix", 0.0, "CutMix alpha (0: off).", **kw)
     E("mixed_precision", "none", ["none", "auto", "bf16", "fp16"], "Mixed precision policy.", **kw)
-    B("jit_compile", True, "XLA-compile the train step.", **kw)
+    B("jit_compile", None, "XLA-compile the train step (default: Keras' 'auto', which is on for GPUs and off on "
+      "CPUs, where keras_vit trains faster without XLA; never under --strategy=tpu, which compiles anyway).", **kw)
     E("strategy", "default", ["default", "mirrored", "multiworker", "tpu"], "Distribution strategy.", **kw)
     S("tpu", None, "TPU name or grpc:// address for --strategy=tpu.", **kw)
     I("seed", 0, "Seed of weights, data order and augmentation.", **kw)
@@ -81,6 +82,13 @@ def augmentation(values):
     """The per-image training augmentation the flags ask for, as `data.pipeline` arguments."""
     return dict(area_range=None if values.crop_area_min >= 1 else (values.crop_area_min, 1.0),
                 flip=values.flip, translate=values.translate)
+
+
+def jit_compile(values):
+    """`model.compile`'s `jit_compile` for these flags: `"auto"` unless `--[no]jit_compile` was given."""
+    if values.strategy == "tpu":
+        return False
+    return "auto" if values.jit_compile is None else values.jit_compile
 
 
 def with_flags(values, **changes):
@@ -170,7 +178,7 @@ def run(values, callbacks=()):
             label_smoothing=values.label_smoothing, global_clipnorm=values.clipnorm or None,
         )
         training.compile_model(model, values.recipe, total_steps=total_steps, label_mode=label_mode,
-                               jit_compile=values.jit_compile and values.strategy != "tpu", **overrides)
+                               jit_compile=jit_compile(values), **overrides)
         distribute.prepare_multiworker_model(model, strategy, (len(class_names),) if mixing else ())
 
     output_dir = values.output_dir

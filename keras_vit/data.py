@@ -365,7 +365,9 @@ def pipeline(
         if training and area_range is not None:
             image = inception_crop(image, size, element_seed[:2], area_range=area_range)
         else:
-            image = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
+            image = tf.cast(image, tf.float32)
+            if tuple(image.shape[:2]) != size:  # already the right size (Fashion-MNIST at 28): no resampling
+                image = tf.image.resize(image, size, method="bilinear")
             if training and translate:
                 padded = tf.pad(image, [[translate, translate], [translate, translate], [0, 0]])
                 image = tf.image.stateless_random_crop(padded, size + (in_channels,), element_seed[:2])

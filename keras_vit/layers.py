@@ -12,36 +12,13 @@ import keras
 from keras import ops
 
 from keras_vit import attention as fused_attention
+from keras_vit import normalization
+from keras_vit.activations import gelu
 from keras_vit.position import PACKAGE, POSITION_EMBEDDINGS, AddPositionEmbedding, sincos_2d_embedding  # noqa: F401
 from keras_vit.position import grid_pair as _pair
 from keras_vit.relative import RelativePositionAttention
 
 POOLING_MODES = ("token", "avg", "max")
-
-
-def gelu(x, approximate=False):
-    """GELU computed in float32 whatever the input's dtype, returned in that dtype.
-
-    Exact: `0.5 x (1 + erf(x / sqrt(2)))`; approximate: the tanh form of the
-    official JAX code. Mathematically the same as `keras.activations.gelu`,
-    but faster on CPUs: TensorFlow's exact GELU goes through `erfc`, which
-    has no vectorised kernel for bfloat16 and took a fifth of a mixed
-    bfloat16 ViT forward pass (`benchmarks/RESULTS.md`, "Where the time
-    goes"); float32 `erf` is vectorised, and float32 is also the more
-    accurate place to compute it.
-
-    Example:
-
-    >>> float(gelu(np.float32(1.0)))  # 0.5 * (1 + erf(1 / sqrt(2)))
-    0.8413447141647339
-    """
-    dtype = keras.backend.standardize_dtype(getattr(x, "dtype", "float32"))
-    x32 = ops.cast(x, "float32")
-    if approximate:
-        y = keras.activations.gelu(x32, approximate=True)
-    else:
-        y = 0.5 * x32 * (1.0 + ops.erf(x32 * 0.7071067811865476))
-    return y if dtype == "float32" else ops.cast(y, dtype)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -260,7 +237,9 @@ class TransformerBlock(keras.layers.Layer):
     `MlpBlock_3_Dense_0`, `MlpBlock_3_Dense_1`). The block computes the
     attention on those weights with fused products
     (`keras_vit.attention.self_attention`: one q/k/v product per block),
-    which gives the layer's own result up to float rounding, faster.
+    which gives the layer's own result up to float rounding, faster; its
+    LayerNorms and GELU run with their gradients written out
+    (`keras_vit.normalization`, `keras_vit.activations`).
 
     Args:
         num_heads: int, number of attention heads; must divide the width.
@@ -376,8 +355,14 @@ class TransformerBlock(keras.layers.Layer):
         self.mlp_dense_0.build(input_shape)
         self.mlp_dense_1.build(tuple(input_shape[:-1]) + (self.mlp_dim,))
 
+    @staticmethod
+    def _normalize(norm, x):
+        if normalization.can_fuse(norm):
+            return normalization.layer_norm(norm, x)
+        return norm(x)
+
     def call(self, inputs, training=None, return_attention_scores=False):
-        x = self.attention_norm(inputs)
+        x = self._normalize(self.attention_norm, inputs)
         if fused_attention.can_fuse(self.attention):
             attended = fused_attention.self_attention(
                 self.attention, x, training=training, return_attention_scores=return_attention_scores
@@ -391,7 +376,7 @@ class TransformerBlock(keras.layers.Layer):
         attended = self.attention_output_dropout(attended, training=training)
         x = inputs + self.drop_path(attended, training=training)
 
-        y = self.mlp_norm(x)
+        y = self._normalize(self.mlp_norm, x)
         y = self.mlp_dense_0(y)
         y = gelu(y, approximate=self.gelu_approximate)
         y = self.mlp_dropout_0(y, training=training)

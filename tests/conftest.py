@@ -22,3 +22,21 @@ def save_tiny_classifier():
         return model
 
     return save
+
+
+@pytest.fixture
+def mixed_bfloat16():
+    """Layers built inside `with mixed_bfloat16():` get the mixed_bfloat16 policy; float32 is restored after."""
+    import contextlib
+
+    import keras
+
+    @contextlib.contextmanager
+    def policy():
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        try:
+            yield
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+
+    return policy

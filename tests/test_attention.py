@@ -48,12 +48,9 @@ def test_fused_gradients_equal_the_keras_layer():
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_fused_in_mixed_bfloat16_keeps_softmax_in_float32():
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
+def test_fused_in_mixed_bfloat16_keeps_softmax_in_float32(mixed_bfloat16):
+    with mixed_bfloat16():
         layer, x = random_attention(seed=3)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     outputs, scores = attention.self_attention(layer, tf.cast(x, "bfloat16"), return_attention_scores=True)
     expected = layer(x, x)
     assert outputs.dtype == tf.bfloat16 and scores.dtype == tf.float32

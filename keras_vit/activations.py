@@ -16,25 +16,29 @@ import math
 import keras
 from keras import ops
 
+from keras_vit.compiling import xla_compiling
+
 _SQRT_HALF = 1 / math.sqrt(2)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 _CUBIC = 0.044715
 
 
+# The forward expressions are written as TensorFlow's converters expect them: the LiteRT converter
+# turns exactly these patterns into its GELU builtin (another arrangement leaves an unsupported Erf).
 def _exact(x32):
-    cdf = 0.5 * (1.0 + ops.erf(x32 * _SQRT_HALF))
-    return x32 * cdf, lambda: cdf + x32 * ops.exp(-0.5 * x32 * x32) * _INV_SQRT_2PI
+    def derivative():
+        return 0.5 * (1.0 + ops.erf(x32 * _SQRT_HALF)) + x32 * ops.exp(-0.5 * x32 * x32) * _INV_SQRT_2PI
+
+    return 0.5 * x32 * (1.0 + ops.erf(x32 * _SQRT_HALF)), derivative
 
 
 def _tanh(x32):
-    t = ops.tanh(_SQRT_2_OVER_PI * (x32 + _CUBIC * x32 * x32 * x32))
-    half_x = 0.5 * x32
-
     def derivative():
-        return 0.5 * (1.0 + t) + half_x * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * _CUBIC * x32 * x32)
+        t = ops.tanh(_SQRT_2_OVER_PI * (x32 + _CUBIC * x32 * x32 * x32))
+        return 0.5 * (1.0 + t) + 0.5 * x32 * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * _CUBIC * x32 * x32)
 
-    return half_x * (1.0 + t), derivative
+    return keras.activations.gelu(x32, approximate=True), derivative
 
 
 def _with_derivative(form):
@@ -62,11 +66,16 @@ def gelu(x, approximate=False):
 
     Exact: `0.5 x (1 + erf(x / sqrt(2)))`; approximate: the tanh form of the
     official JAX code, `0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`.
-    The gradient is the closed-form derivative, computed from `x` alone.
+    The gradient is the closed-form derivative, computed from `x` alone,
+    except under XLA, which is left to derive and fuse its own.
 
     Example:
 
     >>> float(gelu(np.float32(1.0)))  # 0.5 * (1 + erf(1 / sqrt(2)))
     0.8413447141647339
     """
-    return _GELU[bool(approximate)](ops.convert_to_tensor(x))
+    x = ops.convert_to_tensor(x)
+    if xla_compiling():  # XLA fuses the automatic gradient better (keras_vit.compiling)
+        dtype = keras.backend.standardize_dtype(x.dtype)
+        return ops.cast((_tanh if approximate else _exact)(ops.cast(x, "float32"))[0], dtype)
+    return _GELU[bool(approximate)](x)

@@ -69,7 +69,7 @@ def define_flags(values, **defaults):
     F("mixup", 0.0, "MixUp alpha (0: off).", **kw)
     F("cutmix", 0.0, "CutMix alpha (0: off).", **kw)
     E("mixed_precision", "none", ["none", "auto", "bf16", "fp16"], "Mixed precision policy.", **kw)
-    B("jit_compile", None, "XLA-compile the train step (default: Keras' 'auto', which is on for GPUs and off on "
+    B("jit_compile", d.get("jit_compile"), "XLA-compile the train step (default: Keras' 'auto', which is on for GPUs and off on "
       "CPUs, where keras_vit trains faster without XLA; never under --strategy=tpu, which compiles anyway).", **kw)
     E("strategy", "default", ["default", "mirrored", "multiworker", "tpu"], "Distribution strategy.", **kw)
     S("tpu", None, "TPU name or grpc:// address for --strategy=tpu.", **kw)

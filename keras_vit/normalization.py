@@ -18,6 +18,8 @@ import functools
 import keras
 from keras import ops
 
+from keras_vit.compiling import xla_compiling
+
 
 def can_fuse(layer):
     """Whether `layer_norm(layer, x)` computes what `layer(x)` would: a built LayerNormalization over the
@@ -62,8 +64,10 @@ def layer_norm(layer, inputs):
     """`layer(inputs)` of a LayerNormalization for which `can_fuse` is true, in the layer's compute dtype.
 
     Statistics and arithmetic are float32 whatever the input dtype (as Keras does); `gamma` and
-    `beta` stay float32.
+    `beta` stay float32. Under XLA this is the layer's own call (`keras_vit.compiling`).
     """
+    if xla_compiling():  # XLA fuses Keras' own LayerNorm and its automatic gradient better
+        return layer(inputs)
     normalize = _normalizer(float(layer.epsilon))
     # Read outside `normalize`: a custom gradient takes tensors, not variables.
     outputs = normalize(inputs, ops.copy(layer.gamma), ops.copy(layer.beta))

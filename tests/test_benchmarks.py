@@ -39,9 +39,9 @@ def test_training_benchmark_of_the_fashion_mnist_model():
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Fashion-MNIST demo model (4x64, patch 4) at 28, batch 128" in result.stdout
+    assert "Fashion-MNIST demo model (4x64, MLP 256, patch 4) at 28, batch 128" in result.stdout
     rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert rows[1:] == ["keras_vit", "timm (PyTorch)"]
+    assert rows[1:] == ["keras_vit", "keras_vit (XLA)", "timm (PyTorch)"]
 
 
 @pytest.mark.slow

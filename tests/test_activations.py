@@ -68,3 +68,20 @@ def test_gradient_flows_through_a_jit_compiled_function():
     expected = tape.gradient(loss, dense.trainable_variables)
     for got, want in zip(grads(x), expected):
         np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_xla_compiling_is_seen_while_tracing_for_xla_only():
+    from keras_vit.compiling import xla_compiling
+
+    seen = {}
+
+    def probe(name):
+        def function(x):
+            seen[name] = xla_compiling()
+            return x
+        return function
+
+    tf.function(probe("jit"), jit_compile=True)(tf.constant(1.0))
+    tf.function(probe("graph"))(tf.constant(1.0))
+    probe("eager")(tf.constant(1.0))
+    assert seen == {"jit": True, "graph": False, "eager": False}

@@ -34,48 +34,36 @@ def undone(change):
     """Within the block, keras_vit computes as it did before `change`."""
     import keras
 
-    from keras_vit import attention, normalization
+    from keras_vit import activations, attention, normalization
     from keras_vit import layers as vit_layers
 
-    if change in ("gelu", "gelu_gradient"):
-        before = keras.activations.gelu if change == "gelu" else autodiff_gelu
-        saved, vit_layers.gelu = vit_layers.gelu, before
-        try:
-            yield
-        finally:
-            vit_layers.gelu = saved
-    elif change in ("attention", "layer_norm"):
-        module = attention if change == "attention" else normalization
-        saved, module.can_fuse = module.can_fuse, lambda layer: False
-        try:
-            yield
-        finally:
-            module.can_fuse = saved
-    else:
+    if change not in CHANGES:
         raise ValueError(f"`change` must be one of {CHANGES}. Received: {change!r}")
 
+    def never(layer):
+        return False
 
-def autodiff_gelu(x, approximate=False):
-    """keras_vit's float32 GELU as it was before its derivative was written out."""
-    import keras
-    from keras import ops
+    module, name, before = {
+        "gelu": (vit_layers, "gelu", keras.activations.gelu),
+        "gelu_gradient": (vit_layers, "gelu", activations.gelu_autodiff),
+        "attention": (attention, "can_fuse", never),
+        "layer_norm": (normalization, "can_fuse", never),
+    }[change]
+    saved = getattr(module, name)
+    setattr(module, name, before)
+    try:
+        yield
+    finally:
+        setattr(module, name, saved)
 
-    dtype = keras.backend.standardize_dtype(x.dtype)
-    x32 = ops.cast(x, "float32")
-    if approximate:
-        y = keras.activations.gelu(x32, approximate=True)
-    else:
-        y = 0.5 * x32 * (1.0 + ops.erf(x32 * 0.7071067811865476))
-    return ops.cast(y, dtype)
 
-
-CHANGES = ("gelu", "gelu_gradient", "attention", "layer_norm")
 DESCRIPTIONS = {
     "gelu": ("keras.activations.gelu (TF erfc)", "keras_vit gelu (float32 erf)"),
     "gelu_gradient": ("float32 erf GELU, autodiff", "float32 erf GELU, written-out derivative"),
     "attention": ("keras.layers.MultiHeadAttention call", "keras_vit fused self_attention"),
     "layer_norm": ("keras.layers.LayerNormalization call", "keras_vit layer_norm (written-out gradient)"),
 }
+CHANGES = tuple(DESCRIPTIONS)
 
 
 def add_step_arguments(parser):

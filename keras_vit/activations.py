@@ -27,38 +27,51 @@ _CUBIC = 0.044715
 # The forward expressions are written as TensorFlow's converters expect them: the LiteRT converter
 # turns exactly these patterns into its GELU builtin (another arrangement leaves an unsupported Erf).
 def _exact(x32):
-    def derivative():
-        return 0.5 * (1.0 + ops.erf(x32 * _SQRT_HALF)) + x32 * ops.exp(-0.5 * x32 * x32) * _INV_SQRT_2PI
+    return 0.5 * x32 * (1.0 + ops.erf(x32 * _SQRT_HALF))
 
-    return 0.5 * x32 * (1.0 + ops.erf(x32 * _SQRT_HALF)), derivative
+
+def _exact_derivative(x32):
+    return 0.5 * (1.0 + ops.erf(x32 * _SQRT_HALF)) + x32 * ops.exp(-0.5 * x32 * x32) * _INV_SQRT_2PI
 
 
 def _tanh(x32):
-    def derivative():
-        t = ops.tanh(_SQRT_2_OVER_PI * (x32 + _CUBIC * x32 * x32 * x32))
-        return 0.5 * (1.0 + t) + 0.5 * x32 * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * _CUBIC * x32 * x32)
-
-    return keras.activations.gelu(x32, approximate=True), derivative
+    return keras.activations.gelu(x32, approximate=True)
 
 
-def _with_derivative(form):
+def _tanh_derivative(x32):
+    t = ops.tanh(_SQRT_2_OVER_PI * (x32 + _CUBIC * x32 * x32 * x32))
+    return 0.5 * (1.0 + t) + 0.5 * x32 * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * _CUBIC * x32 * x32)
+
+
+# approximate -> (GELU, its derivative), both of float32 tensors
+_FORMS = {False: (_exact, _exact_derivative), True: (_tanh, _tanh_derivative)}
+
+
+def _in_float32(function, x):
+    """`function` of `x` computed in float32 and returned in `x`'s dtype."""
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    return ops.cast(function(ops.cast(x, "float32")), dtype)
+
+
+def _with_derivative(value, derivative):
     @ops.custom_gradient
     def gelu(x):
-        dtype = keras.backend.standardize_dtype(x.dtype)
-        outputs, _ = form(ops.cast(x, "float32"))
-
         def grad(*args, upstream=None):
             upstream = args[0] if upstream is None else upstream
-            # Recomputed from `x` alone, so that nothing of the forward pass but `x` is kept.
-            _, derivative = form(ops.cast(x, "float32"))
-            return ops.cast(ops.cast(upstream, "float32") * derivative(), dtype)
+            # Computed from `x` alone, so that nothing of the forward pass but `x` is kept.
+            return _in_float32(lambda x32: ops.cast(upstream, "float32") * derivative(x32), x)
 
-        return ops.cast(outputs, dtype), grad
+        return _in_float32(value, x), grad
 
     return gelu
 
 
-_GELU = {False: _with_derivative(_exact), True: _with_derivative(_tanh)}
+_GELU = {approximate: _with_derivative(*forms) for approximate, forms in _FORMS.items()}
+
+
+def gelu_autodiff(x, approximate=False):
+    """The same GELU, in float32, left to automatic differentiation (what `gelu` does under XLA)."""
+    return _in_float32(_FORMS[bool(approximate)][0], ops.convert_to_tensor(x))
 
 
 def gelu(x, approximate=False):
@@ -74,8 +87,6 @@ def gelu(x, approximate=False):
     >>> float(gelu(np.float32(1.0)))  # 0.5 * (1 + erf(1 / sqrt(2)))
     0.8413447141647339
     """
-    x = ops.convert_to_tensor(x)
     if xla_compiling():  # XLA fuses the automatic gradient better (keras_vit.compiling)
-        dtype = keras.backend.standardize_dtype(x.dtype)
-        return ops.cast((_tanh if approximate else _exact)(ops.cast(x, "float32"))[0], dtype)
-    return _GELU[bool(approximate)](x)
+        return gelu_autodiff(x, approximate)
+    return _GELU[bool(approximate)](ops.convert_to_tensor(x))

@@ -14,8 +14,8 @@ contractions and attends with two transposing einsums. Here:
 
 The softmax is computed in float32 whatever the compute dtype (as
 `keras.ops.dot_product_attention` does). The result equals the layer's own
-call up to float rounding (`tests/test_layers.py`); the speed-up is measured
-in `benchmarks/RESULTS.md` ("Where the time goes").
+call up to float rounding (`tests/test_attention.py`); the speed-up is measured
+in `benchmarks/RESULTS.md` ("Second round").
 """
 
 import keras

@@ -84,20 +84,18 @@ def _matmul_count(model):
 
 
 @pytest.mark.parametrize("position_embedding, fused", [("learned", True), ("relative", False)])
-def test_vit_blocks_take_the_fused_path(position_embedding, fused):
+def test_vit_blocks_take_the_fused_path(position_embedding, fused, monkeypatch):
     model = keras_vit.ViT(2, 16, 32, 2, 4, input_shape=(8, 8, 3), classes=3,
                           position_embedding=position_embedding)
     blocks = [layer for layer in model.layers if isinstance(layer, vit_layers.TransformerBlock)]
     assert [attention.can_fuse(block.attention) for block in blocks] == [fused, fused]
     x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     expected, matmuls = model(x), _matmul_count(model)
-    saved, attention.can_fuse = attention.can_fuse, lambda layer: False
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(attention, "can_fuse", lambda layer: False)
         unfused = keras.models.clone_model(model)
         unfused.set_weights(model.get_weights())
         np.testing.assert_allclose(unfused(x), expected, atol=1e-5)
         unfused_matmuls = _matmul_count(unfused)
-    finally:
-        attention.can_fuse = saved
     # Fused: one q/k/v product and one output product per block, beside the MLP's two.
     assert matmuls - unfused_matmuls == (2 * len(blocks) if fused else 0)

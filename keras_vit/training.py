@@ -14,12 +14,14 @@ https://arxiv.org/abs/2010.11929), section 4.1 and appendix B:
 Strategy resolution and fault tolerance live in `keras_vit.distribute`.
 """
 
+import contextlib
 import math
 
 import keras
 from keras import ops
 
 from keras_vit import layers as vit_layers
+from keras_vit.optimizers import SGD, Adam, AdamW  # noqa: F401 (the recipes' optimizers)
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 DECAYS = ("cosine", "linear")
@@ -126,48 +128,6 @@ def no_weight_decay_variables(model):
     return list(excluded.values())
 
 
-class _GlobalNormClipping:
-    """Clips by the norm of the gradient summed over replicas, not each replica's.
-
-    Keras clips each replica's gradient before the all-reduce, so under a
-    `tf.distribute` strategy `global_clipnorm` would bound the norm of a
-    partial gradient. Here the gradients are all-reduced first and clipped as
-    a whole; each replica then passes on its 1/replicas share, so the
-    optimizer's own all-reduce rebuilds exactly the clipped global gradient.
-    """
-
-    def _clip_gradients(self, grads):
-        if not self.global_clipnorm or keras.backend.backend() != "tensorflow":
-            return super()._clip_gradients(grads)
-        import tensorflow as tf
-
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
-            return super()._clip_gradients(grads)
-        present = [i for i, g in enumerate(grads) if g is not None]
-        summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
-        clipped, _ = tf.clip_by_global_norm(summed, self.global_clipnorm)
-        grads = list(grads)
-        for i, g in zip(present, clipped):
-            grads[i] = g / context.num_replicas_in_sync
-        return grads
-
-
-@keras.saving.register_keras_serializable(package="keras_vit")
-class AdamW(_GlobalNormClipping, keras.optimizers.AdamW):
-    """`keras.optimizers.AdamW` whose `global_clipnorm` is global across replicas."""
-
-
-@keras.saving.register_keras_serializable(package="keras_vit")
-class Adam(_GlobalNormClipping, keras.optimizers.Adam):
-    """`keras.optimizers.Adam` whose `global_clipnorm` is global across replicas."""
-
-
-@keras.saving.register_keras_serializable(package="keras_vit")
-class SGD(_GlobalNormClipping, keras.optimizers.SGD):
-    """`keras.optimizers.SGD` whose `global_clipnorm` is global across replicas."""
-
-
 def create_optimizer(
     optimizer="adamw",
     learning_rate=1e-3,
@@ -267,6 +227,11 @@ def compile_model(
         metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     optimizer = create_optimizer(total_steps=total_steps, model=model, **settings)
     model.compile(optimizer=optimizer, loss=loss, metrics=[metric], jit_compile=jit_compile)
+    # Made now rather than in Keras' first symbolic build: the process then peaks ~170 MB lower
+    # (Ti/16, benchmarks/RESULTS.md "Training speed and memory").
+    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow only
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        optimizer.build(model.trainable_variables)
     return model
 
 

@@ -16,7 +16,7 @@ import math
 import keras
 from keras import ops
 
-from keras_vit.compiling import xla_compiling
+from keras_vit.compiling import after, xla_compiling
 
 _SQRT_HALF = 1 / math.sqrt(2)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
@@ -30,21 +30,48 @@ def _exact(x32):
     return 0.5 * x32 * (1.0 + ops.erf(x32 * _SQRT_HALF))
 
 
+def _cdf(x32):
+    return 0.5 * (1.0 + ops.erf(x32 * _SQRT_HALF))
+
+
+def _exact_slope(x32, cdf):
+    return cdf + x32 * ops.exp(-0.5 * x32 * x32) * _INV_SQRT_2PI
+
+
 def _exact_derivative(x32):
-    return 0.5 * (1.0 + ops.erf(x32 * _SQRT_HALF)) + x32 * ops.exp(-0.5 * x32 * x32) * _INV_SQRT_2PI
+    return _exact_slope(x32, _cdf(x32))
+
+
+def _exact_and_derivative(x32):
+    cdf = _cdf(x32)
+    return x32 * cdf, _exact_slope(x32, cdf)
 
 
 def _tanh(x32):
     return keras.activations.gelu(x32, approximate=True)
 
 
-def _tanh_derivative(x32):
-    t = ops.tanh(_SQRT_2_OVER_PI * (x32 + _CUBIC * x32 * x32 * x32))
+def _tanh_inner(x32):
+    return ops.tanh(_SQRT_2_OVER_PI * (x32 + _CUBIC * x32 * x32 * x32))
+
+
+def _tanh_slope(x32, t):
     return 0.5 * (1.0 + t) + 0.5 * x32 * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * _CUBIC * x32 * x32)
+
+
+def _tanh_derivative(x32):
+    return _tanh_slope(x32, _tanh_inner(x32))
+
+
+def _tanh_and_derivative(x32):
+    t = _tanh_inner(x32)
+    return 0.5 * x32 * (1.0 + t), _tanh_slope(x32, t)
 
 
 # approximate -> (GELU, its derivative), both of float32 tensors
 _FORMS = {False: (_exact, _exact_derivative), True: (_tanh, _tanh_derivative)}
+# approximate -> GELU and its derivative together, sharing erf/tanh (for a backward pass that needs both)
+VALUE_AND_DERIVATIVE = {False: _exact_and_derivative, True: _tanh_and_derivative}
 
 
 def _in_float32(function, x):
@@ -59,7 +86,8 @@ def _with_derivative(value, derivative):
         def grad(*args, upstream=None):
             upstream = args[0] if upstream is None else upstream
             # Computed from `x` alone, so that nothing of the forward pass but `x` is kept.
-            return _in_float32(lambda x32: ops.cast(upstream, "float32") * derivative(x32), x)
+            (kept,) = after(upstream, x)
+            return _in_float32(lambda x32: ops.cast(upstream, "float32") * derivative(x32), kept)
 
         return _in_float32(value, x), grad
 

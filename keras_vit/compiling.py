@@ -25,3 +25,20 @@ def xla_compiling():
         return False
     # The XLA control-flow context is what `tf.function(jit_compile=True)` enters while tracing.
     return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
+def after(upstream, *tensors):
+    """`tensors`, made to wait for `upstream` (a custom gradient's incoming gradient) on TensorFlow.
+
+    TensorFlow's graph executor runs an op as soon as its inputs exist. A backward pass that
+    recomputes something from forward tensors alone (keras_vit's GELU and LayerNorm gradients)
+    would then run during the forward pass and hold its result until the backward pass reaches
+    it, which costs the memory the recomputation is there to save. Other backends run the backward
+    pass when it is asked for. Returns a list.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return list(tensors)
+    import tensorflow as tf
+
+    with tf.control_dependencies([upstream]):
+        return [tf.identity(t) for t in tensors]

@@ -12,6 +12,7 @@ import keras
 from keras import ops
 
 from keras_vit import attention as fused_attention
+from keras_vit import mlp as fused_mlp
 from keras_vit import normalization
 from keras_vit.activations import gelu
 from keras_vit.position import PACKAGE, POSITION_EMBEDDINGS, AddPositionEmbedding, sincos_2d_embedding  # noqa: F401
@@ -377,10 +378,13 @@ class TransformerBlock(keras.layers.Layer):
         x = inputs + self.drop_path(attended, training=training)
 
         y = self._normalize(self.mlp_norm, x)
-        y = self.mlp_dense_0(y)
-        y = gelu(y, approximate=self.gelu_approximate)
-        y = self.mlp_dropout_0(y, training=training)
-        y = self.mlp_dense_1(y)
+        if fused_mlp.can_fuse(self.mlp_dense_0, self.mlp_dense_1, self.mlp_dropout_0, training):
+            y = fused_mlp.mlp(self.mlp_dense_0, self.mlp_dense_1, y, approximate=self.gelu_approximate)
+        else:
+            y = self.mlp_dense_0(y)
+            y = gelu(y, approximate=self.gelu_approximate)
+            y = self.mlp_dropout_0(y, training=training)
+            y = self.mlp_dense_1(y)
         y = self.mlp_dropout_1(y, training=training)
         outputs = x + self.drop_path(y, training=training)
         if return_attention_scores:

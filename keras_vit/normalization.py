@@ -18,7 +18,7 @@ import functools
 import keras
 from keras import ops
 
-from keras_vit.compiling import xla_compiling
+from keras_vit.compiling import after, xla_compiling
 
 
 def can_fuse(layer):
@@ -48,10 +48,11 @@ def _normalizer(epsilon):
         def grad(*args, upstream=None):
             upstream = args[0] if upstream is None else upstream
             dy = ops.cast(upstream, "float32")
-            x_hat = (ops.cast(x, "float32") - mean) * rstd  # recomputed: only x, mean and rstd are kept
+            kept_x, kept_mean, kept_rstd = after(upstream, x, mean, rstd)  # only these are kept
+            x_hat = (ops.cast(kept_x, "float32") - kept_mean) * kept_rstd
             batch_axes = tuple(range(len(dy.shape) - 1))
             g = dy * gamma
-            dx = rstd * (g - ops.mean(g, axis=-1, keepdims=True)
+            dx = kept_rstd * (g - ops.mean(g, axis=-1, keepdims=True)
                          - x_hat * ops.mean(g * x_hat, axis=-1, keepdims=True))
             return ops.cast(dx, dtype), ops.sum(dy * x_hat, axis=batch_axes), ops.sum(dy, axis=batch_axes)
 

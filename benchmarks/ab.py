@@ -12,7 +12,14 @@ then:
   once) against `keras.layers.MultiHeadAttention`'s own call (three `EinsumDense` projections and
   two transposing einsums), on the same weights;
 - `layer_norm`: `keras_vit.normalization.layer_norm` (float32, gradient in closed form, keeping the
-  input and per-token statistics only) against `keras.layers.LayerNormalization`'s own call.
+  input and per-token statistics only) against `keras.layers.LayerNormalization`'s own call;
+- `mlp`: `keras_vit.mlp.mlp` (the backward pass recomputes the GELU's output instead of keeping it)
+  against the two `Dense` layers and the GELU called one after the other; training only;
+- `optimizer`: `keras_vit.optimizers.AdamW` (one fused kernel per variable update) against
+  `keras.optimizers.AdamW`; training only;
+- `deferred_backward`: the backward passes of GELU, LayerNorm and the MLP made to wait for their
+  incoming gradient (`keras_vit.compiling.after`) against letting TensorFlow run their
+  recomputations during the forward pass; training only.
 
 The same model (same weights) is traced twice, once each way, and the two are timed in turn: forward
 passes by default, or training steps (AdamW, sparse cross-entropy) with `--train`.
@@ -34,27 +41,35 @@ def undone(change):
     """Within the block, keras_vit computes as it did before `change`."""
     import keras
 
-    from keras_vit import activations, attention, normalization
+    from keras_vit import activations, attention, mlp, normalization, optimizers
     from keras_vit import layers as vit_layers
 
     if change not in CHANGES:
         raise ValueError(f"`change` must be one of {CHANGES}. Received: {change!r}")
 
-    def never(layer):
+    def never(*layers):
         return False
 
-    module, name, before = {
-        "gelu": (vit_layers, "gelu", keras.activations.gelu),
-        "gelu_gradient": (vit_layers, "gelu", activations.gelu_autodiff),
-        "attention": (attention, "can_fuse", never),
-        "layer_norm": (normalization, "can_fuse", never),
+    def at_once(upstream, *tensors):
+        return list(tensors)
+
+    patches = {
+        "gelu": [(vit_layers, "gelu", keras.activations.gelu)],
+        "gelu_gradient": [(vit_layers, "gelu", activations.gelu_autodiff)],
+        "attention": [(attention, "can_fuse", never)],
+        "layer_norm": [(normalization, "can_fuse", never)],
+        "mlp": [(mlp, "can_fuse", never)],
+        "optimizer": [(optimizers, "AdamW", keras.optimizers.AdamW)],
+        "deferred_backward": [(module, "after", at_once) for module in (activations, normalization, mlp)],
     }[change]
-    saved = getattr(module, name)
-    setattr(module, name, before)
+    saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
+    for module, name, before in patches:
+        setattr(module, name, before)
     try:
         yield
     finally:
-        setattr(module, name, saved)
+        for module, name, value in saved:
+            setattr(module, name, value)
 
 
 DESCRIPTIONS = {
@@ -62,6 +77,10 @@ DESCRIPTIONS = {
     "gelu_gradient": ("float32 erf GELU, autodiff", "float32 erf GELU, written-out derivative"),
     "attention": ("keras.layers.MultiHeadAttention call", "keras_vit fused self_attention"),
     "layer_norm": ("keras.layers.LayerNormalization call", "keras_vit layer_norm (written-out gradient)"),
+    "mlp": ("Dense, GELU, Dense called in turn", "keras_vit mlp (GELU output recomputed)"),
+    "optimizer": ("keras.optimizers.AdamW", "keras_vit.optimizers.AdamW (fused updates)"),
+    "deferred_backward": ("recomputations run as soon as their inputs exist",
+                          "recomputations wait for the incoming gradient (keras_vit.compiling.after)"),
 }
 CHANGES = tuple(DESCRIPTIONS)
 
@@ -100,12 +119,12 @@ def build(args):
 def make_step(model, images, labels, train=False, xla=False):
     """`(step, outputs)`: a function that runs one forward pass (or training step), traced now, and the
     model's outputs on `images` before any training."""
-    import keras
     import tensorflow as tf
 
+    from keras_vit import optimizers
+
     if train:
-        model.compile(optimizer=keras.optimizers.AdamW(1e-4), loss="sparse_categorical_crossentropy",
-                      jit_compile=xla)
+        model.compile(optimizer=optimizers.AdamW(1e-4), loss="sparse_categorical_crossentropy", jit_compile=xla)
         outputs = model.predict_on_batch(images)
         model.train_on_batch(images, labels)
         return (lambda: model.train_on_batch(images, labels)), outputs

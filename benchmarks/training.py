@@ -1,7 +1,8 @@
 """Training speed of keras_vit next to timm (PyTorch CPU) and keras-hub's ViT, in one run.
 
 One step is a forward and backward pass and an AdamW update with clipping at global norm 1 on a
-random batch. The implementations take turns, round after round; the figure is the median over
+random batch: Keras' `AdamW` for keras-hub, keras_vit's own (`keras_vit.optimizers.AdamW`, fused
+updates, built at compile time as the recipes do) for keras_vit, `torch.optim.AdamW` for timm. The implementations take turns, round after round; the figure is the median over
 rounds of each round's median step time. Peak memory is each process's maximum RSS (the timm
 worker's is its own; keras_vit and keras-hub share this process, so theirs is measured with
 `--only`, one implementation per run). Each Keras model is timed twice, with its train step
@@ -55,7 +56,7 @@ def main():
         for xla in modes:
             model = build()  # one model per mode: a model compiles its train step once
             contenders[name + (" (XLA)" if xla else "")] = functools.partial(
-                peers.keras_train_step_seconds, model, jit_compile=xla, **step)
+                peers.keras_train_step_seconds, model, jit_compile=xla, ours=name == "keras_vit", **step)
 
     if "keras_vit" in names:
         add_keras("keras_vit", lambda: keras_vit.ViT(**peers.architecture(args.variant),

@@ -55,3 +55,19 @@ def test_profile_prints_op_types_by_self_time(tmp_path):
     rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")][2:]
     assert len(rows) >= 5 and any("MatMul" in row for row in rows) and "IDLE" not in rows
     assert list((tmp_path / "trace").rglob("*.xplane.pb")), "the raw trace stays for TensorBoard"
+
+
+@pytest.mark.slow
+def test_memory_benchmark_splits_the_peak():
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "memory.py"), "--variant", "Ti/16", "--size", "32",
+         "--batches", "1", "4", "--steps", "1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ")][1:]
+    names = [row[0].strip() for row in rows]
+    assert names == ["keras_vit"] * 2 + ["keras_vit: fixed part", "keras_vit: per image"] + \
+        ["timm (PyTorch)"] * 2 + ["timm (PyTorch): fixed part", "timm (PyTorch): per image"]
+    keras_row = [float(cell) for cell in rows[1][1:]]  # batch, import, build, peak, peak - build, tensors
+    assert keras_row[0] == 4 and keras_row[3] >= keras_row[2] >= keras_row[1] > 100 and keras_row[5] > 0

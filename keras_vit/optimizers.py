@@ -8,8 +8,9 @@
    the same formulas in the same order (Keras' Adam is
    `m += (g - m)(1 - b1)`, `v += (g^2 - v)(1 - b2)`,
    `w -= m lr sqrt(1 - b2^t) / (1 - b1^t) / (sqrt(v) + eps)`, which is
-   TensorFlow's kernel written out), so results agree to float32 rounding
-   (`tests/test_optimizers.py`). The point is memory: a ViT has ~16
+   TensorFlow's kernel written out), so results agree to float32 rounding,
+   except that Adam's kernel forms `1 - b2` in float32 (0.00099998713 for
+   0.999), which moves updates by ~1e-5 relative (`tests/test_optimizers.py`). The point is memory: a ViT has ~16
    variables per block, Keras' updates add ~45 graph nodes for each, and the
    train step's graph, its optimized copy and their kernels cost TensorFlow
    ~13 kB of memory per node whatever the batch size

@@ -12,6 +12,14 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import inference  # noqa: E402
 
 
+def run_benchmark(script, *args):
+    """Runs `benchmarks/<script>` with `args`; returns its standard output after checking it succeeded."""
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
 def test_flop_count_matches_the_published_figure():
     # ViT-B/16 at 224 needs 35.1 GFLOP per image forward (issue 7, counting a multiply-add as 2).
     assert inference.gflop_per_image("B/16", 224) == pytest.approx(35.1, abs=0.1)
@@ -20,52 +28,36 @@ def test_flop_count_matches_the_published_figure():
 
 @pytest.mark.slow
 def test_inference_benchmark_prints_a_row_per_implementation():
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "inference.py"), "--variants", "Ti/16", "--batches", "1",
-         "--rounds", "1", "--runs", "1", "--warmup", "1", "--no-keras-hub"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| Ti/16 |")]
+    stdout = run_benchmark("inference.py", "--variants", "Ti/16", "--batches", "1", "--rounds", "1", "--runs", "1",
+                           "--warmup", "1", "--no-keras-hub")
+    rows = [line for line in stdout.splitlines() if line.startswith("| Ti/16 |")]
     assert [row.split("|")[4].strip() for row in rows] == ["keras_vit", "keras_vit (XLA)", "timm (PyTorch)"]
-    assert "matmul ceiling:" in result.stdout
+    assert "matmul ceiling:" in stdout
 
 
 @pytest.mark.slow
 def test_training_benchmark_of_the_fashion_mnist_model():
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "training.py"), "--variant", "fmnist", "--rounds", "1",
-         "--runs", "1", "--warmup", "1", "--no-keras-hub"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Fashion-MNIST demo model (4x64, MLP 256, patch 4) at 28, batch 128" in result.stdout
-    rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")]
+    stdout = run_benchmark("training.py", "--variant", "fmnist", "--rounds", "1", "--runs", "1", "--warmup", "1",
+                           "--no-keras-hub")
+    assert "Fashion-MNIST demo model (4x64, MLP 256, patch 4) at 28, batch 128" in stdout
+    rows = [line.split("|")[1].strip() for line in stdout.splitlines() if line.startswith("| ")]
     assert rows[1:] == ["keras_vit", "keras_vit (XLA)", "timm (PyTorch)"]
 
 
 @pytest.mark.slow
 def test_profile_prints_op_types_by_self_time(tmp_path):
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "op_profile.py"), "--variant", "Ti/16", "--batch", "1",
-         "--passes", "1", "--bf16", "--logdir", str(tmp_path / "trace")],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")][2:]
+    stdout = run_benchmark("op_profile.py", "--variant", "Ti/16", "--batch", "1", "--passes", "1", "--bf16",
+                           "--logdir", str(tmp_path / "trace"))
+    rows = [line.split("|")[1].strip() for line in stdout.splitlines() if line.startswith("| ")][2:]
     assert len(rows) >= 5 and any("MatMul" in row for row in rows) and "IDLE" not in rows
     assert list((tmp_path / "trace").rglob("*.xplane.pb")), "the raw trace stays for TensorBoard"
 
 
 @pytest.mark.slow
 def test_memory_benchmark_splits_the_peak():
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "memory.py"), "--variant", "Ti/16", "--size", "32",
-         "--batches", "1", "4", "--steps", "1"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ")][1:]
+    stdout = run_benchmark("memory.py", "--variant", "Ti/16", "--size", "32", "--batches", "1", "4",
+                           "--steps", "1")
+    rows = [line.split("|")[1:-1] for line in stdout.splitlines() if line.startswith("| ")][1:]
     names = [row[0].strip() for row in rows]
     assert names == ["keras_vit"] * 2 + ["keras_vit: fixed part", "keras_vit: per image"] + \
         ["timm (PyTorch)"] * 2 + ["timm (PyTorch): fixed part", "timm (PyTorch): per image"]

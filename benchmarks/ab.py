@@ -19,7 +19,12 @@ then:
   `keras.optimizers.AdamW`; training only;
 - `deferred_backward`: the backward passes of GELU, LayerNorm and the MLP made to wait for their
   incoming gradient (`keras_vit.compiling.after`) against letting TensorFlow run their
-  recomputations during the forward pass; training only.
+  recomputations during the forward pass; training only;
+- `attention_probabilities`: the attention's backward pass recomputing the softmax probabilities
+  from the kept query and key (`keras_vit.attention`) against keeping them; training only;
+- `normalized_products`: each LayerNorm taken into the product after it (q/k/v, the MLP), whose
+  backward pass recomputes the normalised tensor (`keras_vit.normalization.normalized_product`),
+  against the LayerNorm on its own, whose output the product keeps; training only.
 
 The same model (same weights) is traced twice, once each way, and the two are timed in turn: forward
 passes by default, or training steps (AdamW, sparse cross-entropy) with `--train`.
@@ -40,6 +45,7 @@ import time
 def undone(change):
     """Within the block, keras_vit computes as it did before `change`."""
     import keras
+    from keras import ops
 
     from keras_vit import activations, attention, mlp, normalization, optimizers
     from keras_vit import layers as vit_layers
@@ -53,6 +59,19 @@ def undone(change):
     def at_once(upstream, *tensors):
         return list(tensors)
 
+    def keep_probabilities(query, key, value):
+        weights = ops.cast(ops.softmax(ops.cast(ops.einsum("bhtd,bhsd->bhts", query, key), "float32")), query.dtype)
+        return ops.einsum("bhts,bhsd->bhtd", weights, value)
+
+    def normalizing_first(function, layers):  # `function(*layers, inputs, ..., norm=None)`
+        def call(*args, norm=None, **kwargs):
+            args = list(args)
+            if norm is not None:
+                args[layers] = normalization.layer_norm(norm, args[layers])
+            return function(*args, **kwargs)
+
+        return call
+
     patches = {
         "gelu": [(vit_layers, "gelu", keras.activations.gelu)],
         "gelu_gradient": [(vit_layers, "gelu", activations.gelu_autodiff)],
@@ -60,7 +79,10 @@ def undone(change):
         "layer_norm": [(normalization, "can_fuse", never)],
         "mlp": [(mlp, "can_fuse", never)],
         "optimizer": [(optimizers, "AdamW", keras.optimizers.AdamW)],
-        "deferred_backward": [(module, "after", at_once) for module in (activations, normalization, mlp)],
+        "deferred_backward": [(module, "after", at_once) for module in (activations, normalization, mlp, attention)],
+        "attention_probabilities": [(attention, "_attend", keep_probabilities)],
+        "normalized_products": [(attention, "self_attention", normalizing_first(attention.self_attention, 1)),
+                                (mlp, "mlp", normalizing_first(mlp.mlp, 2))],
     }[change]
     saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
     for module, name, before in patches:
@@ -81,6 +103,10 @@ DESCRIPTIONS = {
     "optimizer": ("keras.optimizers.AdamW", "keras_vit.optimizers.AdamW (fused updates)"),
     "deferred_backward": ("recomputations run as soon as their inputs exist",
                           "recomputations wait for the incoming gradient (keras_vit.compiling.after)"),
+    "attention_probabilities": ("attention probabilities kept for the backward pass",
+                                "attention probabilities recomputed in the backward pass"),
+    "normalized_products": ("LayerNorm output kept for q/k/v and the MLP",
+                            "LayerNorm output recomputed (normalized_product, mlp with norm)"),
 }
 CHANGES = tuple(DESCRIPTIONS)
 

@@ -13,13 +13,26 @@ contractions and attends with two transposing einsums. Here:
 - the output projection is one `(B*T, D) x (D, D)` product.
 
 The softmax is computed in float32 whatever the compute dtype (as
-`keras.ops.dot_product_attention` does). The result equals the layer's own
-call up to float rounding (`tests/test_attention.py`); the speed-up is measured
-in `benchmarks/RESULTS.md` ("Second round").
+`keras.ops.dot_product_attention` does). For training, outside XLA:
+
+- the backward pass recomputes the attention probabilities from the kept query
+  and key instead of keeping them (`_attend`): the `B x H x T x T` float32
+  tensor is the largest a block keeps, and recomputing it costs one more
+  `query key^T` and softmax;
+- given the block's LayerNorm (`norm`), the q/k/v product takes it in and its
+  backward pass recomputes the normalised input
+  (`keras_vit.normalization.normalized_product`).
+
+The result equals the layer's own call up to float rounding
+(`tests/test_attention.py`); speed and memory are measured in
+`benchmarks/RESULTS.md` ("Second round", "Fourth round").
 """
 
 import keras
 from keras import ops
+
+from keras_vit import normalization
+from keras_vit.compiling import after, xla_compiling
 
 
 def can_fuse(attention):
@@ -40,7 +53,41 @@ def can_fuse(attention):
     )
 
 
-def self_attention(attention, inputs, training=None, return_attention_scores=False):
+def _softmax_gradient(probabilities, d_weights):
+    """The gradient of the logits, in `d_weights`' dtype, from the float32 softmax `probabilities` and
+    the gradient of the weights that came from them."""
+    d = ops.cast(d_weights, "float32")
+    return ops.cast(probabilities * (d - ops.sum(d * probabilities, axis=-1, keepdims=True)), d_weights.dtype)
+
+
+@ops.custom_gradient
+def _attend(query, key, value):
+    """`softmax(query key^T) value` over `(B, H, T, D/H)` heads (query already scaled), float32 softmax.
+
+    The backward pass recomputes the probabilities from the kept query and key (one more
+    `query key^T` and softmax) instead of keeping them: `B x H x T x T` float32 per block, the
+    largest tensor of a training step's attention.
+    """
+
+    def probabilities(query, key):
+        return ops.softmax(ops.cast(ops.einsum("bhtd,bhsd->bhts", query, key), "float32"), axis=-1)
+
+    context = ops.einsum("bhts,bhsd->bhtd", ops.cast(probabilities(query, key), query.dtype), value)
+
+    def grad(*args, upstream=None):
+        upstream = args[0] if upstream is None else upstream
+        kept_query, kept_key, kept_value = after(upstream, query, key, value)
+        recomputed = probabilities(kept_query, kept_key)  # the logits are freed here
+        d_value = ops.einsum("bhts,bhtd->bhsd", ops.cast(recomputed, query.dtype), upstream)
+        d_logits = _softmax_gradient(recomputed, ops.einsum("bhtd,bhsd->bhts", upstream, kept_value))
+        d_query = ops.einsum("bhts,bhsd->bhtd", d_logits, kept_key)
+        d_key = ops.einsum("bhts,bhtd->bhsd", d_logits, kept_query)
+        return d_query, d_key, d_value
+
+    return context, grad
+
+
+def self_attention(attention, inputs, training=None, return_attention_scores=False, norm=None):
     """`attention(inputs, inputs)` of a `MultiHeadAttention`, with fused products.
 
     Args:
@@ -50,6 +97,10 @@ def self_attention(attention, inputs, training=None, return_attention_scores=Fal
         training: Python bool; attention dropout is applied when true.
         return_attention_scores: bool; also return the float32 attention
             probabilities, shape `(batch, heads, tokens, tokens)`.
+        norm: optional `keras.layers.LayerNormalization` (for which
+            `keras_vit.normalization.can_fuse` is true) to apply to `inputs`
+            first; outside XLA its output is then recomputed in the backward
+            pass rather than kept (`normalization.normalized_product`).
 
     Returns:
         Tensor of shape `(batch, tokens, D_out)`, and the probabilities when
@@ -57,7 +108,7 @@ def self_attention(attention, inputs, training=None, return_attention_scores=Fal
     """
     heads, head_dim = attention._num_heads, attention._key_dim
     width = heads * head_dim
-    dtype = inputs.dtype
+    dtype = attention.compute_dtype
     features = inputs.shape[-1]
 
     def flat(dense, shape):
@@ -70,18 +121,28 @@ def self_attention(attention, inputs, training=None, return_attention_scores=Fal
 
     shape = ops.shape(inputs)
     batch, tokens = shape[0], shape[1]
-    qkv = ops.matmul(ops.reshape(inputs, (-1, features)), kernel) + bias
+    compiling = xla_compiling()
+    if norm is not None and not compiling:
+        qkv = normalization.normalized_product(norm, ops.cast(inputs, dtype), kernel, bias)
+    else:
+        if norm is not None:
+            inputs = normalization.layer_norm(norm, inputs)
+        qkv = ops.matmul(ops.reshape(ops.cast(inputs, dtype), (-1, features)), kernel) + bias
     qkv = ops.transpose(ops.reshape(qkv, (batch, tokens, 3, heads, head_dim)), (2, 0, 3, 1, 4))
     # Unstacking (not indexing) keeps the gradient one stack, not three zero-padded copies.
     query, key, value = ops.unstack(qkv, 3, axis=0)  # (B, H, T, D/H) each
 
     query = query * ops.cast(attention._inverse_sqrt_key_dim, dtype)
-    logits = ops.einsum("bhtd,bhsd->bhts", query, key)
-    probabilities = ops.softmax(ops.cast(logits, "float32"), axis=-1)
-    weights = ops.cast(probabilities, dtype)
-    if attention._dropout > 0.0:
-        weights = attention._dropout_layer(weights, training=training)
-    context = ops.einsum("bhts,bhsd->bhtd", weights, value)
+    dropping = bool(training) and attention._dropout > 0.0
+    if compiling or dropping or return_attention_scores:
+        # XLA schedules its own recomputation; dropout and the returned maps need the probabilities.
+        probabilities = ops.softmax(ops.cast(ops.einsum("bhtd,bhsd->bhts", query, key), "float32"), axis=-1)
+        weights = ops.cast(probabilities, dtype)
+        if dropping:
+            weights = attention._dropout_layer(weights, training=training)
+        context = ops.einsum("bhts,bhsd->bhtd", weights, value)
+    else:
+        context = _attend(query, key, value)
 
     out_kernel, out_bias = flat(attention.output_dense, (width, -1))
     context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (-1, width))

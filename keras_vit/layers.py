@@ -363,25 +363,33 @@ class TransformerBlock(keras.layers.Layer):
         return norm(x)
 
     def call(self, inputs, training=None, return_attention_scores=False):
-        x = self._normalize(self.attention_norm, inputs)
-        if fused_attention.can_fuse(self.attention):
+        # The fused attention and MLP take their LayerNorm in, so its output is not kept for training.
+        if fused_attention.can_fuse(self.attention) and normalization.can_fuse(self.attention_norm):
             attended = fused_attention.self_attention(
-                self.attention, x, training=training, return_attention_scores=return_attention_scores
+                self.attention, inputs, training=training, return_attention_scores=return_attention_scores,
+                norm=self.attention_norm,
             )
         else:
-            attended = self.attention(
-                x, x, training=training, return_attention_scores=return_attention_scores
-            )
+            x = self._normalize(self.attention_norm, inputs)
+            if fused_attention.can_fuse(self.attention):
+                attended = fused_attention.self_attention(
+                    self.attention, x, training=training, return_attention_scores=return_attention_scores
+                )
+            else:
+                attended = self.attention(x, x, training=training, return_attention_scores=return_attention_scores)
         if return_attention_scores:
             attended, scores = attended
         attended = self.attention_output_dropout(attended, training=training)
         x = inputs + self.drop_path(attended, training=training)
 
-        y = self._normalize(self.mlp_norm, x)
         if fused_mlp.can_fuse(self.mlp_dense_0, self.mlp_dense_1, self.mlp_dropout_0, training):
-            y = fused_mlp.mlp(self.mlp_dense_0, self.mlp_dense_1, y, approximate=self.gelu_approximate)
+            if normalization.can_fuse(self.mlp_norm):
+                y = fused_mlp.mlp(self.mlp_dense_0, self.mlp_dense_1, x, self.gelu_approximate, norm=self.mlp_norm)
+            else:
+                y = fused_mlp.mlp(self.mlp_dense_0, self.mlp_dense_1, self._normalize(self.mlp_norm, x),
+                                  approximate=self.gelu_approximate)
         else:
-            y = self.mlp_dense_0(y)
+            y = self.mlp_dense_0(self._normalize(self.mlp_norm, x))
             y = gelu(y, approximate=self.gelu_approximate)
             y = self.mlp_dropout_0(y, training=training)
             y = self.mlp_dense_1(y)

@@ -6,6 +6,9 @@ its output, for the second kernel's gradient. `mlp` keeps only the first: the ba
 recomputes the GELU from it together with the derivative, sharing one `erf` (or `tanh`), so the
 second costs one multiplication instead of 4 bytes x tokens x `mlp_dim` of memory per block (a
 sixth of ViT-Ti/16's training activations; `benchmarks/RESULTS.md`, "Training speed and memory").
+Given the block's LayerNorm (`norm`), it also takes the normalisation in, and recomputes the
+normalised input from the kept input and per-token statistics instead of keeping it
+(`keras_vit.normalization.normalized_product` does the same for the attention's q/k/v).
 
 The block's weights stay in its two `keras.layers.Dense` (checkpoint names and shapes unchanged);
 the result equals `dense_1(gelu(dense_0(x)))` up to float rounding (`tests/test_mlp.py`). Under XLA,
@@ -18,8 +21,10 @@ import functools
 import keras
 from keras import ops
 
+from keras_vit import normalization
 from keras_vit.activations import VALUE_AND_DERIVATIVE, gelu_autodiff
 from keras_vit.compiling import after, xla_compiling
+from keras_vit.normalization import matmul
 
 
 def _plain_dense(layer):
@@ -40,29 +45,29 @@ def can_fuse(dense_0, dense_1, dropout, training):
     return _plain_dense(dense_0) and _plain_dense(dense_1) and not dropping and not xla_compiling()
 
 
-def _matmul(a, b, transpose_a=False, transpose_b=False):
-    """`a @ b` of 2-D tensors, either transposed; on TensorFlow without materialising the transpose."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.linalg.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
-    return ops.matmul(ops.transpose(a) if transpose_a else a, ops.transpose(b) if transpose_b else b)
-
-
-def _float32(function, x):
-    return function(ops.cast(x, "float32"))
+def _gelu_backward(value_and_derivative, pre, d_hidden):
+    """`(gelu(pre), d_hidden * gelu'(pre))` in `pre`'s dtype, computed in float32."""
+    value, slope = value_and_derivative(ops.cast(pre, "float32"))
+    return ops.cast(value, pre.dtype), ops.cast(ops.cast(d_hidden, "float32") * slope, pre.dtype)
 
 
 @functools.lru_cache(maxsize=None)
-def _fused(approximate):
+def _fused(approximate, epsilon):
+    """The MLP as one custom gradient; with `epsilon`, the block's LayerNorm before it too."""
     value_and_derivative = VALUE_AND_DERIVATIVE[approximate]
 
     @ops.custom_gradient
-    def mlp(x, kernel_0, bias_0, kernel_1, bias_1):
-        dtype = keras.backend.standardize_dtype(x.dtype)
+    def mlp(x, *weights):
+        norm, (kernel_0, bias_0, kernel_1, bias_1) = weights[:-4], weights[-4:]
+        dtype = keras.backend.standardize_dtype(kernel_0.dtype)
         width, hidden = kernel_0.shape
         rows = ops.reshape(x, (-1, width))
-        pre = ops.matmul(rows, kernel_0) + bias_0
+        if norm:
+            gamma, beta = norm
+            inputs, mean, rstd = normalization.forward(rows, gamma, beta, epsilon, dtype)
+        else:
+            inputs = rows
+        pre = ops.matmul(inputs, kernel_0) + bias_0
         activated = gelu_autodiff(pre, approximate)  # float32 GELU; its gradient is `grad` below
         out = ops.matmul(activated, kernel_1) + bias_1
         out = ops.reshape(out, ops.shape(x))
@@ -70,24 +75,35 @@ def _fused(approximate):
         def grad(*args, upstream=None):
             upstream = args[0] if upstream is None else upstream
             d_out = ops.reshape(upstream, (-1, width))
-            d_hidden = _matmul(d_out, kernel_1, transpose_b=True)
-            # Only `x` (as `rows`) and `pre` are kept from the forward pass.
-            (kept,) = after(d_hidden, pre)
-            value, slope = _float32(value_and_derivative, kept)
-            d_kernel_1 = _matmul(ops.cast(value, dtype), d_out, transpose_a=True)
-            d_pre = ops.cast(ops.cast(d_hidden, "float32") * slope, dtype)
-            d_kernel_0 = _matmul(rows, d_pre, transpose_a=True)
-            d_x = ops.reshape(_matmul(d_pre, kernel_0, transpose_b=True), ops.shape(x))
-            return d_x, d_kernel_0, ops.sum(d_pre, axis=0), d_kernel_1, ops.sum(d_out, axis=0)
+            d_hidden = matmul(d_out, kernel_1, transpose_b=True)
+            # Only `x` (as `rows`), `pre` and the LayerNorm's statistics are kept from the forward pass.
+            kept = after(d_hidden, pre, rows, *((mean, rstd) if norm else ()))
+            value, d_pre = _gelu_backward(value_and_derivative, kept[0], d_hidden)
+            d_kernel_1 = matmul(value, d_out, transpose_a=True)
+            d_inputs = matmul(d_pre, kernel_0, transpose_b=True)
+            weight_grads = [ops.sum(d_pre, axis=0), d_kernel_1, ops.sum(d_out, axis=0)]
+            if norm:
+                y, d_inputs, dgamma, dbeta = normalization.backward(*kept[1:], gamma, beta, d_inputs, dtype)
+                weight_grads = [dgamma, dbeta, matmul(y, d_pre, transpose_a=True)] + weight_grads
+            else:
+                weight_grads = [matmul(kept[1], d_pre, transpose_a=True)] + weight_grads
+            return (ops.reshape(ops.cast(d_inputs, x.dtype), ops.shape(x)), *weight_grads)
 
         return out, grad
 
     return mlp
 
 
-def mlp(dense_0, dense_1, inputs, approximate=False):
-    """`dense_1(gelu(dense_0(inputs)))` for two plain `Dense` (see `can_fuse`), in their compute dtype."""
+def mlp(dense_0, dense_1, inputs, approximate=False, norm=None):
+    """`dense_1(gelu(dense_0(inputs)))` for two plain `Dense` (see `can_fuse`), in their compute dtype.
+
+    With `norm` (a LayerNormalization for which `keras_vit.normalization.can_fuse` is true), the
+    MLP of `norm(inputs)`, whose output the backward pass recomputes instead of keeping.
+    """
     dtype = dense_0.compute_dtype
     # Read outside the custom gradient, which takes tensors (the casts carry gradients to the variables).
     weights = [ops.cast(ops.copy(w), dtype) for w in (dense_0.kernel, dense_0.bias, dense_1.kernel, dense_1.bias)]
-    return _fused(bool(approximate))(ops.cast(inputs, dtype), *weights)
+    if norm is None:
+        return _fused(bool(approximate), None)(ops.cast(inputs, dtype), *weights)
+    fused = _fused(bool(approximate), float(norm.epsilon))
+    return fused(ops.cast(inputs, dtype), ops.copy(norm.gamma), ops.copy(norm.beta), *weights)

@@ -1,5 +1,7 @@
 """The fused self-attention computes what `keras.layers.MultiHeadAttention` computes, on its weights."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -46,6 +48,66 @@ def test_fused_gradients_equal_the_keras_layer():
     assert len(fused) == 9  # the input, then q/k/v/output kernels and biases
     for a, b in zip(fused, keras_own):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bfloat16", [False, True], ids=["float32", "mixed_bfloat16"])
+def test_with_its_layer_norm_in_a_graph_equals_the_layers(bfloat16, mixed_bfloat16):
+    """The training path: LayerNorm taken in, probabilities and normalised input recomputed in the
+    backward pass (deferred in a graph), against the LayerNorm layer and Keras' own attention call;
+    all eleven gradients (float32 1e-4; bfloat16 3e-2, of each tensor's largest value). The key
+    bias's gradient is zero but for rounding (softmax ignores a shift shared by a row), so it is held
+    to the largest gradient of all instead."""
+    with mixed_bfloat16() if bfloat16 else contextlib.nullcontext():
+        layer, x = random_attention(seed=5)
+        norm = keras.layers.LayerNormalization(epsilon=1e-6)
+        norm.build((None, 7, 24))
+    norm.gamma.assign(np.random.default_rng(6).normal(1, 0.5, 24).astype("float32"))
+    x = tf.cast(tf.constant(x), layer.compute_dtype)
+    upstream = tf.constant(np.random.default_rng(7).normal(size=(2, 7, 24)).astype("float32"))
+    variables = norm.trainable_variables + layer.trainable_variables
+
+    @tf.function
+    def run(fused):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            if fused:
+                y = attention.self_attention(layer, x, training=True, norm=norm)
+            else:
+                normalized = norm(x)
+                y = layer(normalized, normalized, training=True)
+            loss = tf.reduce_sum(tf.cast(y, "float32") * upstream)
+        return [y] + tape.gradient(loss, [x] + variables)
+
+    ours, theirs = run(True), run(False)
+    assert len(ours) == 12 and ours[0].dtype == theirs[0].dtype == layer.compute_dtype
+    tolerance = 3e-2 if bfloat16 else 1e-4
+    ours, theirs = ([np.asarray(tf.cast(t, "float32")) for t in side] for side in (ours, theirs))
+    largest = max(np.abs(t).max() for t in theirs[1:])
+    key_bias = 2 + [v.path for v in variables].index(layer.key_dense.bias.path)
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        scale = largest if i == key_bias else np.abs(b).max()
+        np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance * scale, err_msg=str(i))
+
+
+def test_the_backward_pass_recomputes_the_probabilities_only_where_it_may(monkeypatch):
+    """Training without attention dropout recomputes; returned maps, dropout in training and XLA keep
+    the probabilities of the forward pass."""
+    calls = []
+    original = attention._attend
+    monkeypatch.setattr(attention, "_attend", lambda *a: calls.append(1) or original(*a))
+    layer, x = random_attention(seed=8)
+    x = tf.constant(x)
+    attention.self_attention(layer, x, training=True)
+    assert len(calls) == 1
+    attention.self_attention(layer, x, training=True, return_attention_scores=True)
+    tf.function(lambda x: attention.self_attention(layer, x, training=True), jit_compile=True)(x)
+    assert len(calls) == 1
+    dropping, _ = random_attention(dropout=0.2, seed=8)
+    dropping_x = tf.constant(_)
+    attention.self_attention(dropping, dropping_x, training=True)
+    assert len(calls) == 1
+    attention.self_attention(dropping, dropping_x, training=False)
+    assert len(calls) == 2
 
 
 def test_fused_in_mixed_bfloat16_keeps_softmax_in_float32(mixed_bfloat16):

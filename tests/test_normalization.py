@@ -101,3 +101,40 @@ def test_vit_blocks_use_it_and_train_the_same(monkeypatch):
     model.train_on_batch(x, y)
     for a, b in zip(model.get_weights(), keras_norm.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("traced", [False, True], ids=["eager", "graph"])
+def test_normalized_product_equals_the_layer_then_the_product(policy, traced):
+    """Values and all five gradients of `norm(x) @ kernel + bias` against the LayerNorm layer and a
+    matmul (float32 1e-4; bfloat16 2e-2: the same casts); in a graph the recomputation is deferred
+    (`keras_vit.compiling.after`), eagerly it is not."""
+    layer, x = random_norm(seed=4)
+    layer.dtype_policy = keras.DTypePolicy(policy)
+    dtype = layer.compute_dtype
+    rng = np.random.default_rng(5)
+    kernel = tf.Variable(rng.normal(0, 0.3, (24, 10)).astype("float32"))
+    bias = tf.Variable(rng.normal(0, 0.3, 10).astype("float32"))
+    x = tf.cast(tf.constant(x), dtype)
+    upstream = tf.constant(rng.normal(size=(15, 10)).astype("float32"))
+
+    def run(function):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = function(x, tf.cast(kernel, dtype), tf.cast(bias, dtype))
+            loss = tf.reduce_sum(tf.cast(y, "float32") * upstream)
+        return [y] + tape.gradient(loss, [x, layer.gamma, layer.beta, kernel, bias])
+
+    def fused(x, k, b):
+        return normalization.normalized_product(layer, x, k, b)
+
+    def separate(x, k, b):
+        return tf.matmul(tf.reshape(layer(x), (-1, 24)), k) + b
+
+    if traced:
+        fused, separate = tf.function(fused), tf.function(separate)
+    tolerance = 1e-4 if policy == "float32" else 2e-2
+    for name, a, b in zip(("y", "x", "gamma", "beta", "kernel", "bias"), run(fused), run(separate)):
+        assert a.dtype == b.dtype, name
+        a, b = np.asarray(tf.cast(a, "float32")), np.asarray(tf.cast(b, "float32"))
+        np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance * np.abs(b).max(), err_msg=name)

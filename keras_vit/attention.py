@@ -119,8 +119,9 @@ def self_attention(attention, inputs, training=None, return_attention_scores=Fal
     kernel = ops.concatenate([k for k, _ in projections], axis=1)
     bias = ops.concatenate([b for _, b in projections], axis=0)
 
-    shape = ops.shape(inputs)
-    batch, tokens = shape[0], shape[1]
+    # Static sizes where known: a reshape to constant sizes (-1 for the batch) stays static in exported
+    # graphs, where a shape read at run time splits a LiteRT graph among delegates.
+    tokens = inputs.shape[1] if inputs.shape[1] is not None else ops.shape(inputs)[1]
     compiling = xla_compiling()
     if norm is not None and not compiling:
         qkv = normalization.normalized_product(norm, ops.cast(inputs, dtype), kernel, bias)
@@ -128,9 +129,10 @@ def self_attention(attention, inputs, training=None, return_attention_scores=Fal
         if norm is not None:
             inputs = normalization.layer_norm(norm, inputs)
         qkv = ops.matmul(ops.reshape(ops.cast(inputs, dtype), (-1, features)), kernel) + bias
-    qkv = ops.transpose(ops.reshape(qkv, (batch, tokens, 3, heads, head_dim)), (2, 0, 3, 1, 4))
-    # Unstacking (not indexing) keeps the gradient one stack, not three zero-padded copies.
-    query, key, value = ops.unstack(qkv, 3, axis=0)  # (B, H, T, D/H) each
+    qkv = ops.transpose(ops.reshape(qkv, (-1, tokens, 3, heads, head_dim)), (2, 0, 3, 1, 4))
+    # Splitting (not indexing) keeps the gradient one concatenation, not three zero-padded copies; a
+    # split (not an unstack) is also what LiteRT's XNNPACK delegate runs, so the graph stays whole.
+    query, key, value = (ops.reshape(part, (-1, heads, tokens, head_dim)) for part in ops.split(qkv, 3, axis=0))
 
     query = query * ops.cast(attention._inverse_sqrt_key_dim, dtype)
     dropping = bool(training) and attention._dropout > 0.0
@@ -146,7 +148,7 @@ def self_attention(attention, inputs, training=None, return_attention_scores=Fal
 
     out_kernel, out_bias = flat(attention.output_dense, (width, -1))
     context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (-1, width))
-    outputs = ops.reshape(ops.matmul(context, out_kernel) + out_bias, (batch, tokens, -1))
+    outputs = ops.reshape(ops.matmul(context, out_kernel) + out_bias, (-1, tokens, out_kernel.shape[-1]))
     if return_attention_scores:
         return outputs, probabilities
     return outputs

@@ -247,7 +247,7 @@ def export(argv):
         )
         flags.DEFINE_bool("overwrite", False, "Replace an existing SavedModel version.", flag_values=v)
         integer("runs", 20, "Timed single-image runs per model; 0 skips latency.")
-        integer("threads", 0, "LiteRT interpreter threads (0: its default).")
+        integer("threads", 0, "LiteRT interpreter threads (0: one per CPU core, as Keras uses them).")
 
     values, extra = parse_flags(argv, define, "--output DIR [--weights NAME_OR_PATH] [--format ...] [--quantize ...]")
     if extra:

@@ -152,11 +152,9 @@ class PatchEncoder(keras.layers.Layer):
         # The patch count comes from the image size, not from -1 or the convolution's output: on an
         # empty batch TensorFlow's convolution reports the input's height and width.
         (ph, pw), (height, width) = _pair(self.patch_size, "patch_size"), inputs.shape[1:3]
-        if height is not None and width is not None:
-            num_patches = (height // ph) * (width // pw)
-        else:
-            num_patches = ops.shape(x)[1] * ops.shape(x)[2]
-        return ops.reshape(x, (ops.shape(x)[0], num_patches, self.hidden_size))
+        if height is not None and width is not None:  # constant sizes keep exported reshapes static
+            return ops.reshape(x, (-1, (height // ph) * (width // pw), self.hidden_size))
+        return ops.reshape(x, (ops.shape(x)[0], ops.shape(x)[1] * ops.shape(x)[2], self.hidden_size))
 
     def compute_output_shape(self, input_shape):
         patch = _pair(self.patch_size, "patch_size")

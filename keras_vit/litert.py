@@ -224,6 +224,13 @@ def export_tflite(model, path, quantize="float32", representative_data=None, int
     return path
 
 
+def _cores():
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 class LiteRTModel:
     """Runs a `.tflite` image model with the `ai-edge-litert` interpreter.
 
@@ -233,13 +240,16 @@ class LiteRTModel:
 
     Args:
         path: the `.tflite` file.
-        num_threads: optional int, interpreter threads.
+        num_threads: optional int, interpreter threads. Defaults to one per
+            CPU core, as TensorFlow uses them (the interpreter's own default
+            is one thread).
     """
 
     def __init__(self, path, num_threads=None):
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = os.fspath(path)
+        num_threads = num_threads or _cores()
         self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]

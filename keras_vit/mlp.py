@@ -45,6 +45,13 @@ def can_fuse(dense_0, dense_1, dropout, training):
     return _plain_dense(dense_0) and _plain_dense(dense_1) and not dropping and not xla_compiling()
 
 
+def _static_shape(x):
+    """`x`'s shape with -1 for the batch where the rest is known (a reshape that stays static in exports)."""
+    if all(size is not None for size in x.shape[1:]):
+        return (-1,) + tuple(x.shape[1:])
+    return ops.shape(x)
+
+
 def _gelu_backward(value_and_derivative, pre, d_hidden):
     """`(gelu(pre), d_hidden * gelu'(pre))` in `pre`'s dtype, computed in float32."""
     value, slope = value_and_derivative(ops.cast(pre, "float32"))
@@ -70,7 +77,7 @@ def _fused(approximate, epsilon):
         pre = ops.matmul(inputs, kernel_0) + bias_0
         activated = gelu_autodiff(pre, approximate)  # float32 GELU; its gradient is `grad` below
         out = ops.matmul(activated, kernel_1) + bias_1
-        out = ops.reshape(out, ops.shape(x))
+        out = ops.reshape(out, _static_shape(x))
 
         def grad(*args, upstream=None):
             upstream = args[0] if upstream is None else upstream

@@ -55,6 +55,31 @@ def test_every_mode_is_builtin_only_runs_any_batch_and_stays_close(model, mode, 
         assert np.max(np.abs(runner(images) - expected)) <= 1e-4
 
 
+def test_the_blocks_stay_in_one_xnnpack_partition(model, tmp_path):
+    """A shape read at run time (the batch) or an op XNNPACK lacks (unstack) splits the graph among
+    XNNPACK partitions. The blocks reshape to constant sizes and split q/k/v, so only the class
+    token's broadcast reads the batch size."""
+    path = litert.export_tflite(model, str(tmp_path / "vit.tflite"))
+    runner = litert.LiteRTModel(path)
+    runner.interpreter.allocate_tensors()
+    ops = [op["op_name"] for op in runner.interpreter._get_ops_details()]
+    assert ops.count("SHAPE") == 1, ops
+    assert ops.count("DELEGATE") <= 3, ops  # 5 with run-time reshapes and an unstack of q/k/v (2 blocks)
+
+
+def test_the_interpreter_uses_every_core_by_default(model, tmp_path, monkeypatch):
+    from ai_edge_litert import interpreter
+
+    seen = []
+    original = interpreter.Interpreter.__init__
+    monkeypatch.setattr(interpreter.Interpreter, "__init__",
+                        lambda self, *a, **k: seen.append(k.get("num_threads")) or original(self, *a, **k))
+    path = litert.export_tflite(model, str(tmp_path / "vit.tflite"))
+    litert.LiteRTModel(path)
+    litert.LiteRTModel(path, num_threads=1)
+    assert seen == [len(os.sched_getaffinity(0)), 1]
+
+
 def test_quantized_files_are_smaller(model, tmp_path):
     sizes = {
         mode: os.path.getsize(litert.export_tflite(model, str(tmp_path / f"{mode}.tflite"), mode, pixels(10)))

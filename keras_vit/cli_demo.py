@@ -4,8 +4,8 @@ Trains a small ViT on the 60,000 training images, evaluates it on the 10,000
 test images, saves it (`model.keras`), exports it (a TF Serving SavedModel and a
 TFLite file), predicts a few test images, and writes
 `training_curves.png` and `confusion_matrix.png`. The defaults take about 15
-minutes on 2 cores (measured: 16.3 min wall including the install, 14.8 min of it
-training, 90.16% test accuracy); `--quick` about two.
+minutes on 2 cores (measured: 14.8 min wall, 89.83% test accuracy;
+`benchmarks/RESULTS.md`, "Training"); `--quick` about two.
 """
 
 import json

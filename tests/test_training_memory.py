@@ -1,10 +1,10 @@
 """What the backward pass keeps, measured by TensorFlow's own allocator (`TF_CPU_ALLOCATOR_USE_BFC`).
 
 Each of keras_vit's memory changes is undone in turn (as `benchmarks/ab.py` undoes it), in its own
-process, and the peak tensor memory
-of one training step compared with everything in place: the difference must be at least 80% of
-the tensors the change stops keeping. A change that silently kept them again (for instance, a
-recomputation TensorFlow runs during the forward pass; `keras_vit.compiling.after`) fails here.
+process, and the peak tensor memory of one training step compared with everything in place: the
+difference must be at least 80% of the tensors the change stops keeping. A change that silently
+kept them again (for instance, a recomputation TensorFlow runs during the forward pass;
+`keras_vit.compiling.after`) fails here.
 """
 
 import json

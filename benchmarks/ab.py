@@ -60,14 +60,13 @@ def undone(change):
         return list(tensors)
 
     def keep_probabilities(query, key, value):
-        weights = ops.cast(ops.softmax(ops.cast(ops.einsum("bhtd,bhsd->bhts", query, key), "float32")), query.dtype)
-        return ops.einsum("bhts,bhsd->bhtd", weights, value)
+        return ops.einsum("bhts,bhsd->bhtd", ops.cast(attention._probabilities(query, key), query.dtype), value)
 
     def normalizing_first(function, layers):  # `function(*layers, inputs, ..., norm=None)`
         def call(*args, norm=None, **kwargs):
             args = list(args)
             if norm is not None:
-                args[layers] = normalization.layer_norm(norm, args[layers])
+                args[layers] = normalization.normalize(norm, args[layers])
             return function(*args, **kwargs)
 
         return call

@@ -60,6 +60,11 @@ def _softmax_gradient(probabilities, d_weights):
     return ops.cast(probabilities * (d - ops.sum(d * probabilities, axis=-1, keepdims=True)), d_weights.dtype)
 
 
+def _probabilities(query, key):
+    """The float32 softmax of `query key^T` over `(B, H, T, D/H)` heads."""
+    return ops.softmax(ops.cast(ops.einsum("bhtd,bhsd->bhts", query, key), "float32"), axis=-1)
+
+
 @ops.custom_gradient
 def _attend(query, key, value):
     """`softmax(query key^T) value` over `(B, H, T, D/H)` heads (query already scaled), float32 softmax.
@@ -68,16 +73,12 @@ def _attend(query, key, value):
     `query key^T` and softmax) instead of keeping them: `B x H x T x T` float32 per block, the
     largest tensor of a training step's attention.
     """
-
-    def probabilities(query, key):
-        return ops.softmax(ops.cast(ops.einsum("bhtd,bhsd->bhts", query, key), "float32"), axis=-1)
-
-    context = ops.einsum("bhts,bhsd->bhtd", ops.cast(probabilities(query, key), query.dtype), value)
+    context = ops.einsum("bhts,bhsd->bhtd", ops.cast(_probabilities(query, key), query.dtype), value)
 
     def grad(*args, upstream=None):
         upstream = args[0] if upstream is None else upstream
         kept_query, kept_key, kept_value = after(upstream, query, key, value)
-        recomputed = probabilities(kept_query, kept_key)  # the logits are freed here
+        recomputed = _probabilities(kept_query, kept_key)  # the logits are freed here
         d_value = ops.einsum("bhts,bhtd->bhsd", ops.cast(recomputed, query.dtype), upstream)
         d_logits = _softmax_gradient(recomputed, ops.einsum("bhtd,bhsd->bhts", upstream, kept_value))
         d_query = ops.einsum("bhts,bhsd->bhtd", d_logits, kept_key)
@@ -97,10 +98,10 @@ def self_attention(attention, inputs, training=None, return_attention_scores=Fal
         training: Python bool; attention dropout is applied when true.
         return_attention_scores: bool; also return the float32 attention
             probabilities, shape `(batch, heads, tokens, tokens)`.
-        norm: optional `keras.layers.LayerNormalization` (for which
-            `keras_vit.normalization.can_fuse` is true) to apply to `inputs`
-            first; outside XLA its output is then recomputed in the backward
-            pass rather than kept (`normalization.normalized_product`).
+        norm: optional normalization layer to apply to `inputs` first. Where
+            `keras_vit.normalization.can_fuse` is true for it, outside XLA,
+            its output is recomputed in the backward pass rather than kept
+            (`normalization.normalized_product`).
 
     Returns:
         Tensor of shape `(batch, tokens, D_out)`, and the probabilities when
@@ -123,11 +124,11 @@ def self_attention(attention, inputs, training=None, return_attention_scores=Fal
     # graphs, where a shape read at run time splits a LiteRT graph among delegates.
     tokens = inputs.shape[1] if inputs.shape[1] is not None else ops.shape(inputs)[1]
     compiling = xla_compiling()
-    if norm is not None and not compiling:
+    if norm is not None and not compiling and normalization.can_fuse(norm):
         qkv = normalization.normalized_product(norm, ops.cast(inputs, dtype), kernel, bias)
     else:
         if norm is not None:
-            inputs = normalization.layer_norm(norm, inputs)
+            inputs = normalization.normalize(norm, inputs)
         qkv = ops.matmul(ops.reshape(ops.cast(inputs, dtype), (-1, features)), kernel) + bias
     qkv = ops.transpose(ops.reshape(qkv, (-1, tokens, 3, heads, head_dim)), (2, 0, 3, 1, 4))
     # Splitting (not indexing) keeps the gradient one concatenation, not three zero-padded copies; a
@@ -138,7 +139,7 @@ def self_attention(attention, inputs, training=None, return_attention_scores=Fal
     dropping = bool(training) and attention._dropout > 0.0
     if compiling or dropping or return_attention_scores:
         # XLA schedules its own recomputation; dropout and the returned maps need the probabilities.
-        probabilities = ops.softmax(ops.cast(ops.einsum("bhtd,bhsd->bhts", query, key), "float32"), axis=-1)
+        probabilities = _probabilities(query, key)
         weights = ops.cast(probabilities, dtype)
         if dropping:
             weights = attention._dropout_layer(weights, training=training)

@@ -354,40 +354,25 @@ class TransformerBlock(keras.layers.Layer):
         self.mlp_dense_0.build(input_shape)
         self.mlp_dense_1.build(tuple(input_shape[:-1]) + (self.mlp_dim,))
 
-    @staticmethod
-    def _normalize(norm, x):
-        if normalization.can_fuse(norm):
-            return normalization.layer_norm(norm, x)
-        return norm(x)
-
     def call(self, inputs, training=None, return_attention_scores=False):
         # The fused attention and MLP take their LayerNorm in, so its output is not kept for training.
-        if fused_attention.can_fuse(self.attention) and normalization.can_fuse(self.attention_norm):
+        if fused_attention.can_fuse(self.attention):
             attended = fused_attention.self_attention(
                 self.attention, inputs, training=training, return_attention_scores=return_attention_scores,
                 norm=self.attention_norm,
             )
         else:
-            x = self._normalize(self.attention_norm, inputs)
-            if fused_attention.can_fuse(self.attention):
-                attended = fused_attention.self_attention(
-                    self.attention, x, training=training, return_attention_scores=return_attention_scores
-                )
-            else:
-                attended = self.attention(x, x, training=training, return_attention_scores=return_attention_scores)
+            x = normalization.normalize(self.attention_norm, inputs)
+            attended = self.attention(x, x, training=training, return_attention_scores=return_attention_scores)
         if return_attention_scores:
             attended, scores = attended
         attended = self.attention_output_dropout(attended, training=training)
         x = inputs + self.drop_path(attended, training=training)
 
         if fused_mlp.can_fuse(self.mlp_dense_0, self.mlp_dense_1, self.mlp_dropout_0, training):
-            if normalization.can_fuse(self.mlp_norm):
-                y = fused_mlp.mlp(self.mlp_dense_0, self.mlp_dense_1, x, self.gelu_approximate, norm=self.mlp_norm)
-            else:
-                y = fused_mlp.mlp(self.mlp_dense_0, self.mlp_dense_1, self._normalize(self.mlp_norm, x),
-                                  approximate=self.gelu_approximate)
+            y = fused_mlp.mlp(self.mlp_dense_0, self.mlp_dense_1, x, self.gelu_approximate, norm=self.mlp_norm)
         else:
-            y = self.mlp_dense_0(self._normalize(self.mlp_norm, x))
+            y = self.mlp_dense_0(normalization.normalize(self.mlp_norm, x))
             y = gelu(y, approximate=self.gelu_approximate)
             y = self.mlp_dropout_0(y, training=training)
             y = self.mlp_dense_1(y)

@@ -67,7 +67,7 @@ def _fused(approximate, epsilon):
     def mlp(x, *weights):
         norm, (kernel_0, bias_0, kernel_1, bias_1) = weights[:-4], weights[-4:]
         dtype = keras.backend.standardize_dtype(kernel_0.dtype)
-        width, hidden = kernel_0.shape
+        width = kernel_0.shape[0]
         rows = ops.reshape(x, (-1, width))
         if norm:
             gamma, beta = norm
@@ -104,12 +104,14 @@ def _fused(approximate, epsilon):
 def mlp(dense_0, dense_1, inputs, approximate=False, norm=None):
     """`dense_1(gelu(dense_0(inputs)))` for two plain `Dense` (see `can_fuse`), in their compute dtype.
 
-    With `norm` (a LayerNormalization for which `keras_vit.normalization.can_fuse` is true), the
-    MLP of `norm(inputs)`, whose output the backward pass recomputes instead of keeping.
+    With `norm` (a normalization layer), the MLP of `norm(inputs)`; where
+    `keras_vit.normalization.can_fuse(norm)`, its output is recomputed in the backward pass instead of kept.
     """
     dtype = dense_0.compute_dtype
     # Read outside the custom gradient, which takes tensors (the casts carry gradients to the variables).
     weights = [ops.cast(ops.copy(w), dtype) for w in (dense_0.kernel, dense_0.bias, dense_1.kernel, dense_1.bias)]
+    if norm is not None and not normalization.can_fuse(norm):
+        inputs, norm = normalization.normalize(norm, inputs), None
     if norm is None:
         return _fused(bool(approximate), None)(ops.cast(inputs, dtype), *weights)
     fused = _fused(bool(approximate), float(norm.epsilon))

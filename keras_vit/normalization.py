@@ -50,6 +50,10 @@ def forward(x, gamma, beta, epsilon, dtype):
     return ops.cast(centred * rstd * gamma + beta, dtype), mean, rstd
 
 
+def _x_hat(x, mean, rstd):
+    return (ops.cast(x, "float32") - mean) * rstd
+
+
 def _gradient(dy, x_hat, rstd, gamma):
     """`(dx, dgamma, dbeta)` in float32 for the incoming gradient `dy` of the LayerNorm output."""
     dy = ops.cast(dy, "float32")
@@ -63,7 +67,7 @@ def backward(x, mean, rstd, gamma, beta, dy, dtype):
     """`(y, dx, dgamma, dbeta)` from the kept `(x, mean, rstd)`, `gamma`, `beta` and the incoming gradient
     `dy`: the LayerNorm's output `y` recomputed (in `dtype`, for the next product's kernel gradient)
     and its backward pass; `dx` in `x`'s dtype."""
-    x_hat = (ops.cast(x, "float32") - mean) * rstd
+    x_hat = _x_hat(x, mean, rstd)
     y = ops.cast(x_hat * gamma + beta, dtype)  # as `forward` computed it
     dx, dgamma, dbeta = _gradient(dy, x_hat, rstd, gamma)
     return y, ops.cast(dx, x.dtype), dgamma, dbeta
@@ -79,8 +83,7 @@ def _normalizer(epsilon):
         def grad(*args, upstream=None):
             upstream = args[0] if upstream is None else upstream
             kept_x, kept_mean, kept_rstd = after(upstream, x, mean, rstd)  # only these are kept
-            x_hat = (ops.cast(kept_x, "float32") - kept_mean) * kept_rstd
-            dx, dgamma, dbeta = _gradient(upstream, x_hat, kept_rstd, gamma)
+            dx, dgamma, dbeta = _gradient(upstream, _x_hat(kept_x, kept_mean, kept_rstd), kept_rstd, gamma)
             return ops.cast(dx, dtype), dgamma, dbeta
 
         return outputs, grad
@@ -100,6 +103,11 @@ def layer_norm(layer, inputs):
     # Read outside `normalize`: a custom gradient takes tensors, not variables.
     outputs = normalize(inputs, ops.copy(layer.gamma), ops.copy(layer.beta))
     return ops.cast(outputs, layer.compute_dtype)
+
+
+def normalize(layer, inputs):
+    """`layer(inputs)` of any normalization layer, through `layer_norm` where `can_fuse(layer)`."""
+    return layer_norm(layer, inputs) if can_fuse(layer) else layer(inputs)
 
 
 def matmul(a, b, transpose_a=False, transpose_b=False):

@@ -14,8 +14,8 @@ Examples:
     # to resume from its last finished epoch.
 
 Outputs in --output_dir: TensorBoard logs (logs/), checkpoints/latest.weights.h5,
-backup/ (resume), history.json, eval.json and model.keras. `keras-vit train`
-runs the same code.
+backup/ (resume; removed when done), history.csv, history.json, eval.json and
+model.keras. `keras-vit train` runs the same code.
 """
 
 from absl import app, flags

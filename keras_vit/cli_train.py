@@ -2,8 +2,10 @@
 
 `examples/train.py` and `examples/fine_tune.py` run the same code. Outputs go
 to `--output_dir`: `backup/` (resume after a crash: start the same command
-again), `checkpoints/latest.weights.h5`, `logs/` (TensorBoard),
-`history.json`, `model.keras` and `eval.json`.
+again; removed when the run is done), `history.csv` (every epoch, restarts
+included), `checkpoints/latest.weights.h5`, `logs/` (TensorBoard),
+`history.json`, `model.keras` and `eval.json`. Settings that differ from those
+of an unfinished run in the same folder are refused (`keras_vit.resume`).
 """
 
 import os
@@ -123,13 +125,24 @@ def _count(dataset):
     return int(n) if n >= 0 else int(dataset.reduce(0, lambda c, _: c + 1).numpy())
 
 
+# Training flags that say where a run reads and writes, or how much it prints, not what it trains.
+NOT_SETTINGS = ("output_dir", "verbose", "data_dir", "manual_dir", "tpu")
+
+
+def run_settings(values):
+    """What defines a run, for `keras_vit.resume`: the training flags but `NOT_SETTINGS`."""
+    training_flags = flags.FlagValues()
+    define_flags(training_flags)
+    return {name: values[name].value for name in training_flags if name not in NOT_SETTINGS}
+
+
 def run(values, callbacks=()):
     """Trains and evaluates as the flags say; returns `(model, history, results)`."""
     import functools
 
     import keras
 
-    from keras_vit import atomic, data, distribute, export, loading, training
+    from keras_vit import atomic, data, distribute, export, loading, resume, training
 
     keras.utils.set_random_seed(values.seed)
     policy = training.set_mixed_precision(values.mixed_precision)
@@ -183,8 +196,7 @@ def run(values, callbacks=()):
 
     output_dir = values.output_dir
     own_dir = distribute.writable_dir(output_dir, strategy)
-    os.makedirs(own_dir, exist_ok=True)
-    all_callbacks = distribute.fault_tolerance_callbacks(output_dir, strategy) + [
+    all_callbacks = resume.callbacks(output_dir, run_settings(values), strategy, own_dir=own_dir) + [
         keras.callbacks.TensorBoard(os.path.join(own_dir, "logs")),
         *callbacks,
     ]
@@ -196,6 +208,8 @@ def run(values, callbacks=()):
                         validation_data=eval_input, callbacks=all_callbacks, verbose=values.verbose,
                         shuffle=False)
     train_seconds = time.time() - start
+    # All the run's epochs, those before a restart included.
+    history.history = resume.history(own_dir) or history.history
     results = {}
     if evaluate:
         results = {k: float(v) for k, v in model.evaluate(eval_input, return_dict=True, verbose=0).items()}
@@ -207,6 +221,7 @@ def run(values, callbacks=()):
     model_path = atomic.write_with(os.path.join(own_dir, "model.keras"), model.save)
     # `keras-vit predict model.keras` prints these names.
     export.write_labels(model_path, class_names)
+    resume.finish(output_dir, strategy)
     return model, history, results
 
 

@@ -1,18 +1,16 @@
-"""Distribution strategies and fault tolerance for training ViTs.
+"""Distribution strategies for training ViTs.
 
 One flag picks the strategy: `"tpu"` (Cloud TPU through
 `TPUClusterResolver`), `"mirrored"` (all local GPUs, or the listed devices),
 `"multiworker"` (`MultiWorkerMirroredStrategy` configured by `TF_CONFIG`),
-`"default"` (one device). Training state is backed up every epoch with
-`keras.callbacks.BackupAndRestore`, so a killed or preempted run started
-again with the same output folder resumes from its last finished epoch.
+`"default"` (one device). `keras_vit.resume` makes a killed or preempted run
+resume from its last finished epoch.
 """
 
 import json
 import os
 import tempfile
 
-import keras
 import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
@@ -125,33 +123,6 @@ def writable_dir(path, strategy=None):
     if is_chief(strategy):
         return path
     return tempfile.mkdtemp(prefix="keras_vit_worker_")
-
-
-def fault_tolerance_callbacks(output_dir, strategy=None, keep_checkpoints=True):
-    """Callbacks that make a run resumable and keep its checkpoints.
-
-    `BackupAndRestore` saves the weights, optimizer state and epoch after
-    every epoch under `output_dir/backup`; started again with the same folder,
-    `fit` continues from the last finished epoch, so a SIGKILL loses at most
-    the epoch that was running. `ModelCheckpoint` keeps the latest weights in
-    `output_dir/checkpoints/latest.weights.h5`.
-
-    Returns:
-        A list of callbacks for `model.fit`.
-    """
-    backup = os.path.join(output_dir, "backup")
-    if not is_chief(strategy):
-        # Each worker restores its own copy (they are identical); a fixed name
-        # per worker lets a restarted worker find it again.
-        backup += f"_worker_{strategy.cluster_resolver.task_id}"
-    callbacks = [keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False)]
-    if keep_checkpoints:
-        checkpoints = os.path.join(writable_dir(output_dir, strategy), "checkpoints")
-        os.makedirs(checkpoints, exist_ok=True)
-        callbacks.append(
-            keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "latest.weights.h5"), save_weights_only=True)
-        )
-    return callbacks
 
 
 def _patch_keras_metric_reduction():

@@ -198,11 +198,18 @@ def test_sigkill_then_restart_resumes_from_last_epoch(tmp_path):
     with open(result + ".epochs") as f:
         assert f.read().split() == ["0", "1"]
 
+    # Other settings would carry the backup on as another run: refused, and nothing lost.
+    other, _ = run_script(tmp_path, "other", [a.replace("--epochs=4", "--epochs=5") for a in args])
+    refusal, _ = other.communicate(timeout=240)
+    assert other.returncode != 0 and "epochs=4 (now 5)" in refusal, refusal[-2000:]
+
     restarted, _ = run_script(tmp_path, "run", args)
     output = finish(restarted)
     with open(result + ".epochs") as f:
         epochs = f.read().split()
     # Killed after epoch 2 of 4: the restart trains only epochs 3 and 4.
     assert epochs == ["0", "1", "2", "3"], (epochs, output[-2000:])
+    # The history holds all four epochs, those before the kill too; the finished run's backup is gone.
     history = json.load(open(tmp_path / "out" / "history.json"))
-    assert len(history["loss"]) == 2
+    assert len(history["loss"]) == 4
+    assert not os.path.exists(tmp_path / "out" / "backup")

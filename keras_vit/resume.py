@@ -1,0 +1,155 @@
+"""Resuming a training run after a crash, and starting afresh once it has finished.
+
+A run keeps in its `output_dir`:
+
+- `backup/`: `BackupAndRestore`'s weights, optimizer state and epoch after every
+  epoch, and `run.json`, the settings the run was started with;
+- `history.csv`: one row per finished epoch (Keras' `CSVLogger`, appending), so
+  the run's history survives restarts;
+- `checkpoints/latest.weights.h5`: the latest weights.
+
+Started again with the same folder and the same settings, `fit` continues from
+the last finished epoch, so a SIGKILL loses at most the epoch that was
+running. Started with other settings, it stops with an error: the backup of one
+run must not carry on as another. `finish` removes the backup once the run's
+outputs are written, so the same command then starts a new run.
+"""
+
+import csv
+import json
+import math
+import os
+import shutil
+
+import keras
+
+from keras_vit import atomic, distribute
+
+SETTINGS_FILE = "run.json"
+HISTORY_FILE = "history.csv"
+
+
+def backup_dir(output_dir, strategy=None):
+    """`output_dir/backup`, or a folder of this worker's own on a non-chief worker."""
+    backup = os.path.join(output_dir, "backup")
+    if not distribute.is_chief(strategy):
+        # Each worker restores its own copy (they are identical); a fixed name
+        # per worker lets a restarted worker find it again.
+        backup += f"_worker_{strategy.cluster_resolver.task_id}"
+    return backup
+
+
+def _has_progress(backup):
+    # BackupAndRestore writes this file with the weights after every epoch.
+    return os.path.exists(os.path.join(backup, "training_metadata.json"))
+
+
+def _normal(settings):
+    return json.loads(json.dumps(settings, sort_keys=True))
+
+
+def check_settings(backup, settings):
+    """Records `settings` for a new run, or checks that the backed-up run was started with them.
+
+    Returns:
+        bool, whether this is a new run: no epoch of a run is backed up in
+        `backup`.
+
+    Raises:
+        ValueError: `backup` holds a run started with other settings; the
+            message names each one that differs.
+    """
+    settings = _normal(settings)
+    path = os.path.join(backup, SETTINGS_FILE)
+    resuming = _has_progress(backup)
+    if resuming and os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved != settings:
+            changed = ", ".join(
+                f"{name}={saved.get(name)!r} (now {settings.get(name)!r})"
+                for name in sorted(set(saved) | set(settings))
+                if saved.get(name) != settings.get(name)
+            )
+            raise ValueError(
+                f"{os.path.dirname(backup) or '.'} holds the backup of an unfinished run that was started with "
+                f"other settings: {changed}. Start it with the same settings to resume it, choose another "
+                f"output folder, or delete {backup} to start over ({path} alone to carry its weights and "
+                f"optimizer state on under the new settings)."
+            )
+        return False
+    os.makedirs(backup, exist_ok=True)
+    atomic.write_json(path, settings)  # also for a backup written before settings were recorded
+    return not resuming
+
+
+def callbacks(output_dir, settings, strategy=None, keep_checkpoints=True, own_dir=None):
+    """Callbacks that make a run resumable, keep its history and its latest weights.
+
+    Args:
+        output_dir: str, the run's folder.
+        settings: JSON-serialisable dict of what defines the run (its flags,
+            less where outputs go and how verbose it is).
+        strategy: the `tf.distribute` strategy, for the worker's own folders.
+        keep_checkpoints: bool, also keep `checkpoints/latest.weights.h5`.
+        own_dir: where this worker writes its history and checkpoints;
+            defaults to `distribute.writable_dir(output_dir, strategy)`.
+
+    Returns:
+        A list of callbacks for `model.fit`.
+
+    Raises:
+        ValueError: `output_dir` holds an unfinished run with other settings.
+    """
+    backup = backup_dir(output_dir, strategy)
+    own_dir = own_dir or distribute.writable_dir(output_dir, strategy)
+    os.makedirs(own_dir, exist_ok=True)
+    history = os.path.join(own_dir, HISTORY_FILE)
+    if check_settings(backup, settings) and os.path.exists(history):
+        os.remove(history)  # a finished run's, or one that never finished an epoch
+    result = [
+        # Before the backup: an epoch killed between the two is trained again and
+        # its row written twice; `history` keeps the last.
+        keras.callbacks.CSVLogger(history, append=True),
+        keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
+    ]
+    if keep_checkpoints:
+        checkpoints = os.path.join(own_dir, "checkpoints")
+        os.makedirs(checkpoints, exist_ok=True)
+        result.append(
+            keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "latest.weights.h5"), save_weights_only=True)
+        )
+    return result
+
+
+def history(output_dir):
+    """The run's history over all its restarts, `{metric: [value per epoch]}`, from `history.csv`.
+
+    Example:
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> with open(os.path.join(folder, HISTORY_FILE), "w") as f:
+    ...     _ = f.write("epoch,loss,val_loss\\n0,2.0,NA\\n1,1.5,NA\\n1,1.4,NA\\n2,1.2,NA\\n")
+    >>> history(folder)
+    {'loss': [2.0, 1.4, 1.2]}
+    """
+    path = os.path.join(output_dir, HISTORY_FILE)
+    if not os.path.exists(path):
+        return {}
+    rows = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            rows[int(row.pop("epoch"))] = row
+    metrics = {}
+    for epoch in sorted(rows):
+        for name, value in rows[epoch].items():
+            # CSVLogger writes "NA" for a metric missing from an epoch's logs.
+            metrics.setdefault(name, []).append(math.nan if value in ("NA", "", None) else float(value))
+    # CSVLogger adds val_ columns even to runs without validation.
+    return {name: values for name, values in metrics.items() if not all(math.isnan(v) for v in values)}
+
+
+def finish(output_dir, strategy=None):
+    """Removes the run's backup once its outputs are written: the same command then starts anew."""
+    shutil.rmtree(backup_dir(output_dir, strategy), ignore_errors=True)

@@ -1,0 +1,66 @@
+"""Runs in a folder: a finished run's command starts anew, an unfinished one refuses other settings.
+
+The kill-and-resume case itself is in test_distribute.py.
+"""
+
+import json
+import os
+
+import pytest
+
+from keras_vit import cli_train, resume
+from test_distribute import TINY_FLAGS, write_folder_dataset
+
+
+def train(tmp_path, *extra):
+    folder = tmp_path / "images"
+    if not folder.exists():
+        write_folder_dataset(str(folder), per_class=8)
+    values = cli_train._parse(["train", f"--dataset={folder}", "--eval_split=none", "--epochs=2",
+                               f"--output_dir={tmp_path / 'out'}", *TINY_FLAGS, *extra])
+    return cli_train.run(values)
+
+
+def test_a_finished_run_started_again_trains_anew(tmp_path):
+    out = tmp_path / "out"
+    _, first, _ = train(tmp_path)
+    assert len(first.history["loss"]) == 2 and "val_loss" not in first.history  # no evaluation
+    assert not (out / "backup").exists()  # done: nothing to resume
+    _, second, _ = train(tmp_path)
+    # A fresh run of two epochs, not a "resumed" run with nothing left to train.
+    assert len(second.history["loss"]) == 2
+    assert json.loads((out / "history.json").read_text())["loss"] == second.history["loss"]
+    assert len((out / resume.HISTORY_FILE).read_text().strip().split("\n")) == 1 + 2  # header + epochs
+
+
+def test_an_unfinished_run_refuses_other_settings_and_resumes_with_its_own(tmp_path):
+    out = tmp_path / "out"
+    backup = out / "backup"
+    settings = {"epochs": 4, "learning_rate": 1e-3, "dataset": "fashion_mnist"}
+    callbacks = resume.callbacks(str(out), settings)
+    assert json.loads((backup / resume.SETTINGS_FILE).read_text()) == settings
+    assert [type(c).__name__ for c in callbacks] == ["CSVLogger", "BackupAndRestore", "ModelCheckpoint"]
+
+    # An epoch was backed up (the file BackupAndRestore writes with the weights).
+    (backup / "training_metadata.json").write_text('{"epoch": 1}')
+    with pytest.raises(ValueError) as error:
+        resume.callbacks(str(out), {**settings, "epochs": 5, "learning_rate": 2e-3})
+    message = str(error.value)
+    assert "epochs=4 (now 5)" in message and "learning_rate=0.001 (now 0.002)" in message
+    assert str(backup) in message and "dataset" not in message
+    # Nothing was changed by the refusal; the same settings resume.
+    assert json.loads((backup / resume.SETTINGS_FILE).read_text()) == settings
+    assert len(resume.callbacks(str(out), dict(settings))) == 3
+
+    # Without a backed-up epoch there is nothing to lose: new settings start a new run.
+    os.remove(backup / "training_metadata.json")
+    resume.callbacks(str(out), {**settings, "epochs": 5})
+    assert json.loads((backup / resume.SETTINGS_FILE).read_text())["epochs"] == 5
+
+
+def test_run_settings_leave_out_where_a_run_writes_and_what_it_prints(tmp_path):
+    values = cli_train._parse(["train", f"--output_dir={tmp_path}", "--verbose=0", "--epochs=3"])
+    settings = cli_train.run_settings(values)
+    assert settings["epochs"] == 3 and settings["learning_rate"] == values.learning_rate
+    assert not set(cli_train.NOT_SETTINGS) & set(settings)
+    json.dumps(settings)  # written to run.json

@@ -119,6 +119,27 @@ def test_translate_shifts_whole_images_by_at_most_n_pixels():
     assert len(seen) > 5, "the shifts vary from image to image"
 
 
+def test_flips_without_crops_are_drawn_per_image_on_whole_batches():
+    source, images = gray_dataset(n=32)
+    originals = images.astype("float32")
+
+    def make():
+        return data.pipeline(source, 28, 32, 10, training=True, area_range=None, shuffle_buffer=1, seed=3)
+
+    pipeline, epochs, flipped = make(), [], []
+    for _ in range(2):
+        (x, y), = batches(pipeline)
+        np.testing.assert_array_equal(y, np.arange(32) % 10)
+        mirrored = [np.array_equal(out, image[:, ::-1]) for out, image in zip(x[..., :1], originals)]
+        kept = [np.array_equal(out, image) for out, image in zip(x[..., :1], originals)]
+        assert all(m != k for m, k in zip(mirrored, kept)), "each image is itself or its mirror"
+        epochs.append(x)
+        flipped.append(mirrored)
+    assert 4 < sum(flipped[0]) < 28, "flips are drawn image by image"
+    assert flipped[0] != flipped[1], "and anew each epoch"
+    np.testing.assert_array_equal(batches(make())[0][0], epochs[0])  # the same seed, the same flips
+
+
 def test_inception_crop_zooms_in():
     # A horizontal ramp: a small crop covers a narrow band of values.
     ramp = np.tile(np.linspace(0, 255, 64, dtype="float32")[None, :, None], (64, 1, 1))

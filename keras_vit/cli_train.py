@@ -133,7 +133,7 @@ def run_settings(values):
     """What defines a run, for `keras_vit.resume`: the training flags but `NOT_SETTINGS`."""
     training_flags = flags.FlagValues()
     define_flags(training_flags)
-    return {name: values[name].value for name in training_flags if name not in NOT_SETTINGS}
+    return {name: getattr(values, name) for name in training_flags if name not in NOT_SETTINGS}
 
 
 def run(values, callbacks=()):

@@ -17,6 +17,7 @@ import textwrap
 import pytest
 
 BATCH, TOKENS, WIDTH, MLP_DIM, HEADS, BLOCKS = 16, 16 * 16 + 1, 64, 256, 2, 4
+BASELINE_RUNS = 3
 
 PEAK_SCRIPT = textwrap.dedent(
     """
@@ -52,12 +53,19 @@ def peaks(tmp_path_factory):
     env = {**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": "true", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     cache = {}
 
+    def measure(undone):
+        result = subprocess.run([sys.executable, str(script), undone], env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])["peak"]
+
     def peak(undone):
         if undone not in cache:
-            result = subprocess.run([sys.executable, str(script), undone], env=env, capture_output=True,
-                                    text=True, timeout=300)
-            assert result.returncode == 0, result.stderr[-3000:]
-            cache[undone] = json.loads(result.stdout.strip().splitlines()[-1])["peak"]
+            # The executor's threads order ops differently from run to run, and with them the
+            # transient peak: by up to 10 MB when other jobs share the cores. Every change is
+            # compared with the baseline, so its least of a few runs is taken; a change that kept
+            # its tensors again would raise all of them.
+            cache[undone] = min(measure(undone) for _ in range(BASELINE_RUNS if undone == "nothing" else 1))
         return cache[undone]
 
     return peak

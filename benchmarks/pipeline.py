@@ -1,0 +1,49 @@
+"""CPU time of the training input pipeline alone, per epoch: the work `fit` shares the cores with.
+
+Iterates `keras_vit.data.pipeline` over the real Fashion-MNIST training set (cached, shuffled,
+flips, and the flags' crop or shifts) as `keras-vit demo` builds it, without a model, and prints
+each epoch's wall and CPU seconds (user + system, this process) and the median.
+
+    python benchmarks/pipeline.py                      # the demo's pipeline: flips, no crop
+    python benchmarks/pipeline.py --translate 2        # shifts: images are prepared one by one
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=4, help="the first is left out of the median (cache fill)")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--translate", type=int, default=0)
+    parser.add_argument("--crop_area_min", type=float, default=1.0, help="below 1: Inception crop")
+    parser.add_argument("--max_examples", type=int, default=None)
+    args = parser.parse_args()
+
+    from keras_vit import data
+
+    source, names = data.load("fashion_mnist", "train")
+    if args.max_examples:
+        source = source.take(args.max_examples)
+    area = None if args.crop_area_min >= 1 else (args.crop_area_min, 1.0)
+    dataset = data.pipeline(source, 28, args.batch, len(names), training=True, area_range=area,
+                            translate=args.translate, cache=True)
+    cpu = []
+    print("| epoch | batches | wall s | CPU s |\n|---|---|---|---|")
+    for epoch in range(args.epochs):
+        start, before = time.perf_counter(), os.times()
+        batches = sum(1 for _ in dataset)
+        after = os.times()
+        seconds = after.user - before.user + after.system - before.system
+        print(f"| {epoch + 1} | {batches} | {time.perf_counter() - start:.2f} | {seconds:.2f} |")
+        if epoch:
+            cpu.append(seconds)
+    if cpu:
+        print(f"\nmedian CPU seconds per epoch after the first: {statistics.median(cpu):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -41,6 +41,10 @@ def define_flags(values, **defaults):
     S("variant", d["variant"], "ViT variant (Ti/16 ... H/14), or 'custom' for the --num_layers ... flags.", **kw)
     for name, value in SMALL_VIT.items():
         I(name, d.get(name, value), f"{name} of a custom ViT.", **kw)
+    flags.DEFINE_list("resnet", d.get("resnet"), "Stage depths of a ResNet stem in front of a custom ViT, e.g. '1' or "
+                      "'3,4,9' (a hybrid, paper section 3.1; set --patch_size=1 to embed its feature map "
+                      "position by position). Default: none, patches of pixels.", **kw)
+    I("resnet_width", d.get("resnet_width", 64), "Root width of the --resnet stem (a multiple of 32).", **kw)
     I("image_size", d["image_size"], "Input height and width.", **kw)
     E("position_embedding", d.get("position_embedding", "learned"), list(POSITION_EMBEDDINGS),
       "Position embedding (the paper's ablation, appendix D.4).", **kw)
@@ -106,6 +110,8 @@ def build_model(values, num_classes):
 
     if values.variant == "custom":
         arch = {name: getattr(values, name) for name in SMALL_VIT}
+        if values.resnet:
+            arch["resnet"] = dict(num_layers=values.resnet, width=values.resnet_width)
     else:
         arch = get_variant(values.variant)
     return keras_vit.ViT(

@@ -144,3 +144,16 @@ def test_short_real_fashion_mnist_run_beats_70_percent(tmp_path):
     assert results["accuracy"] > 0.70, results
     assert os.path.exists(tmp_path / "model.keras") and os.path.exists(tmp_path / "checkpoints" / "latest.weights.h5")
     assert len(history.history["val_accuracy"]) == 3
+
+
+def test_resnet_flags_build_a_hybrid_and_bad_stages_are_named():
+    values = cli_train._parse(["train", "--num_layers=1", "--hidden_size=32", "--mlp_dim=64", "--num_heads=2",
+                               "--patch_size=1", "--resnet=1,1", "--resnet_width=32", "--image_size=32"])
+    model = cli_train.build_model(values, 10)
+    stem = model.get_layer("resnet")
+    assert stem.num_layers == (1, 1) and stem.width == 32
+    # Root stride 4 and one more stage: 32x32 pixels -> 4x4 positions, 16 tokens and the class token.
+    assert tuple(model.get_layer("posembed_input").weights[0].shape) == (1, 17, 32)
+    assert cli_train.build_model(cli_train.with_flags(values, resnet=[]), 10).get_layer("embedding").weights[0].shape == (1, 1, 3, 32)
+    with pytest.raises(ValueError, match=r"stage depths.*Received: resnet=\{'num_layers': \['x'\]"):
+        cli_train.build_model(cli_train.with_flags(values, resnet=["x"]), 10)

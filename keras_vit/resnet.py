@@ -26,6 +26,34 @@ def _group_norm(name, **kwargs):
     return keras.layers.GroupNormalization(groups=GROUPS, epsilon=GROUP_NORM_EPSILON, name=name, **kwargs)
 
 
+def max_pool_same(x, size=3, stride=2):
+    """`MaxPooling2D(size, stride, padding="same")` as the maximum of its
+    `size * size` strided slices of the input padded with -inf.
+
+    The values are the same; the gradient is too, except where the largest
+    inputs of a window tie. On XLA:CPU the pool's own gradient
+    (SelectAndScatter) cost as much as the 7x7 root convolution, this one's
+    elementwise selects almost nothing, so `ResNetStem` trains with it.
+
+    Example:
+
+    >>> x = np.arange(25.0).reshape(1, 5, 5, 1)
+    >>> np.array_equal(max_pool_same(x), keras.layers.MaxPooling2D(3, 2, padding="same")(x))
+    True
+    """
+    out_h, out_w = -(-x.shape[1] // stride), -(-x.shape[2] // stride)
+    pad_h = max((out_h - 1) * stride + size - x.shape[1], 0)
+    pad_w = max((out_w - 1) * stride + size - x.shape[2], 0)
+    x = ops.pad(x, [[0, 0], [pad_h // 2, pad_h - pad_h // 2], [pad_w // 2, pad_w - pad_w // 2], [0, 0]],
+                constant_values=float("-inf"))
+    pooled = None
+    for i in range(size):
+        for j in range(size):
+            window = x[:, i : i + stride * (out_h - 1) + 1 : stride, j : j + stride * (out_w - 1) + 1 : stride, :]
+            pooled = window if pooled is None else ops.maximum(pooled, window)
+    return pooled
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class StdConv2D(keras.layers.Conv2D):
     """Conv2D with weight standardisation ("Micro-Batch Training with
@@ -216,8 +244,11 @@ class ResNetStem(keras.layers.Layer):
             unit.build(shape)
             shape = unit.compute_output_shape(shape)
 
-    def call(self, inputs):
-        x = self.pool(ops.relu(self.gn_root(self.conv_root(inputs))))
+    def call(self, inputs, training=None):
+        x = ops.relu(self.gn_root(self.conv_root(inputs)))
+        # The same values either way; the slices' gradient is the cheaper one
+        # to train with, the pool the one op LiteRT and XNNPACK run at inference.
+        x = max_pool_same(x) if training else self.pool(x)
         for unit in self.residual_units:
             x = unit(x)
         return x

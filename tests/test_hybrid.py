@@ -274,3 +274,32 @@ def test_validation_errors(kwargs, message):
     with pytest.raises(ValueError) as error:
         keras_vit.ViT(**{**TINY, "input_shape": (32, 32, 3), **kwargs})
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("size", [14, 15, 7])
+def test_max_pool_same_matches_the_pool_in_values_and_gradients(size):
+    import tensorflow as tf
+
+    pool = keras.layers.MaxPooling2D(3, strides=2, padding="same")
+    # Distinct values, so no window has a tie and the gradients must agree exactly.
+    x = tf.constant(np.random.default_rng(size).permutation(2 * size * size * 4).reshape(2, size, size, 4), tf.float32)
+    upstream = tf.constant(np.random.default_rng(0).normal(size=pool.compute_output_shape(x.shape)), tf.float32)
+
+    def value_and_grad(f):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = f(x)
+            loss = tf.reduce_sum(y * upstream)
+        return y, tape.gradient(loss, x)
+
+    for run in (value_and_grad, lambda f: tf.function(lambda: value_and_grad(f), jit_compile=True)()):
+        (y, dx), (y_ref, dx_ref) = run(resnet.max_pool_same), run(pool)
+        np.testing.assert_array_equal(y.numpy(), y_ref.numpy())
+        np.testing.assert_array_equal(dx.numpy(), dx_ref.numpy())
+
+
+def test_stem_gives_the_same_features_in_training_and_inference():
+    stem = resnet.ResNetStem(num_layers=(1,), width=32)
+    x = images(size=30)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(stem(x, training=True)),
+                                  keras.ops.convert_to_numpy(stem(x, training=False)))

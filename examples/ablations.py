@@ -19,10 +19,10 @@ import os
 from absl import app, flags
 
 from keras_vit import ablations, atomic, cli_train
-from keras_vit.cli_demo import DEMO_DEFAULTS
+from keras_vit.cli_demo import PLAIN_DEFAULTS
 
-# The demo's model and recipe, in short runs.
-ABLATION_DEFAULTS = dict(DEMO_DEFAULTS, epochs=2, warmup_epochs=0.5, output_dir="runs/ablations")
+# The demo's plain ViT and recipe, in short runs.
+ABLATION_DEFAULTS = dict(PLAIN_DEFAULTS, epochs=2, warmup_epochs=0.5, output_dir="runs/ablations")
 
 cli_train.define_flags(flags.FLAGS, **ABLATION_DEFAULTS)
 flags.DEFINE_string("settings", ",".join(ablations.DEFAULT_SETTINGS),

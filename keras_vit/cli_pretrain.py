@@ -22,12 +22,12 @@ import time
 from absl import flags
 
 from keras_vit import cli_train
-from keras_vit.cli_demo import DEMO_DEFAULTS
+from keras_vit.cli_demo import PLAIN_DEFAULTS
 
-# The demo's model and recipe (4 layers, width 64, patch 4 at 28x28): 5 epochs of pre-training, then 3
+# The demo's plain ViT and recipe (4 layers, width 64, patch 4 at 28x28): 5 epochs of pre-training, then 3
 # epochs of fine-tuning and 3 from scratch; measured 22.8 min with --mlp_dim=128 on 2 CPU cores shared
 # with other jobs (README).
-PRETRAIN_DEFAULTS = dict(DEMO_DEFAULTS, epochs=3, warmup_epochs=0.5, output_dir="runs/mpp")
+PRETRAIN_DEFAULTS = dict(PLAIN_DEFAULTS, epochs=3, warmup_epochs=0.5, output_dir="runs/mpp")
 QUICK = dict(pretrain_epochs=1, epochs=1, max_train_examples=6_000, max_eval_examples=2_000)
 
 

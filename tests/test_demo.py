@@ -16,7 +16,7 @@ from keras_vit import cli, data, litert
 def test_demo_trains_evaluates_saves_exports_and_predicts(tmp_path, capsys):
     out = tmp_path / "demo"
     status = cli.main([
-        "keras-vit", "demo", f"--output_dir={out}", "--epochs=3", "--max_train_examples=8192", "--patch_size=7", "--warmup_epochs=0.5",
+        "keras-vit", "demo", f"--output_dir={out}", "--epochs=3", "--max_train_examples=8192", "--warmup_epochs=0.5",
         "--max_eval_examples=1000", "--num_layers=2", "--hidden_size=32", "--mlp_dim=64", "--verbose=0",
         "--predict=3",
     ])
@@ -32,6 +32,7 @@ def test_demo_trains_evaluates_saves_exports_and_predicts(tmp_path, capsys):
     images, labels = data.load_fashion_mnist("test")
     rgb = np.repeat(images[:1000], 3, axis=-1).astype("float32")
     model = keras.models.load_model(out / "model.keras")
+    assert model.get_layer("resnet").num_layers == (1,)  # the demo's hybrid stem
     accuracy = np.mean(model.predict(rgb, verbose=0).argmax(-1) == labels[:1000])
     assert accuracy == pytest.approx(summary["test_accuracy"], abs=1e-6)
     assert (out / "model.keras.labels.txt").read_text().split("\n")[:10] == list(data.FASHION_MNIST_CLASSES)

@@ -32,8 +32,10 @@ def max_pool_same(x, size=3, stride=2):
 
     The values are the same; the gradient is too, except where the largest
     inputs of a window tie. On XLA:CPU the pool's own gradient
-    (SelectAndScatter) cost as much as the 7x7 root convolution, this one's
-    elementwise selects almost nothing, so `ResNetStem` trains with it.
+    (SelectAndScatter) cost as much as the 7x7 root convolution in a
+    microbenchmark of the root, and this one half as much, so `ResNetStem`
+    trains with it; on the whole demo model the gain did not show
+    (benchmarks/RESULTS.md, "Training").
 
     Example:
 

@@ -3,8 +3,10 @@
 Per image: `<name>_attention.png` (attention rollout over the image, Figure 6)
 and `<name>_heads.png` (the last layer's heads). For the model:
 `position_embedding_similarity.png` (Figure 7 centre), `embedding_filters.png`
-(Figure 7 left) and `attention_distance.png` (Figure 7 right, over the given
-images). `explain.json` lists the files and each image's prediction.
+(Figure 7 left; not for a hybrid, whose embedding does not see pixels, so
+explain.json records it as null) and `attention_distance.png` (Figure 7 right,
+over the given images). `explain.json` lists the files and each image's
+prediction.
 """
 
 import os
@@ -70,10 +72,13 @@ def explain(model, images, names, out, class_names=None, components=28):
             model.get_layer("posembed_input").grid_size,
             os.path.join(out, "position_embedding_similarity.png"),
         )
-    filters, explained = visualize.embedding_filter_components(model, components)
-    figures["embedding_filters"] = plots.embedding_filters(
-        filters, explained, os.path.join(out, "embedding_filters.png")
-    )
+    if any(layer.name == "resnet" for layer in model.layers):
+        figures["embedding_filters"] = None  # a hybrid's embedding reads ResNet features, not pixels
+    else:
+        filters, explained = visualize.embedding_filter_components(model, components)
+        figures["embedding_filters"] = plots.embedding_filters(
+            filters, explained, os.path.join(out, "embedding_filters.png")
+        )
     figures["attention_distance"] = plots.attention_distance(
         visualize.mean_attention_distance(model, images),
         os.path.join(out, "attention_distance.png"),
@@ -131,7 +136,8 @@ def main(argv):
         guess = f"  ({entry['prediction']}, p={entry['score']:.3f})" if "prediction" in entry else ""
         print(f"{entry['attention']}{guess}\n{entry['heads']}")
     for path in report["model"].values():
-        print(path)
+        if path is not None:
+            print(path)
     return 0
 
 

@@ -20,9 +20,14 @@ def _grid_size(model):
     return model.get_layer("posembed_input").grid_size
 
 
-def _patch_size(model):
-    patch = model.get_layer("embedding").patch_size
-    return (patch, patch) if isinstance(patch, int) else tuple(patch)
+def _is_hybrid(model):
+    return any(layer.name == "resnet" for layer in model.layers)
+
+
+def _token_stride(model, images):
+    """Pixels between neighbouring tokens: the patch size, times the ResNet stem's stride in a hybrid."""
+    grid = _grid_size(model)
+    return tuple(size / cells for size, cells in zip(images.shape[1:3], grid))
 
 
 def attention_rollout(attentions, residual=True):
@@ -149,6 +154,9 @@ def embedding_filter_components(model, num_components=28):
     Each of the D filters is a `(ph, pw, channels)` patch; the components are
     the top right-singular vectors of the centred `(D, ph*pw*channels)` matrix.
 
+    Raises:
+        ValueError: for a hybrid, whose embedding does not see pixels.
+
     Returns:
         `(components, explained)`: components `(n, ph, pw, channels)`,
         orthonormal when flattened; `explained` the share of variance of
@@ -161,6 +169,11 @@ def embedding_filter_components(model, num_components=28):
     >>> components.shape, bool(np.all(np.diff(explained) <= 0))
     ((4, 8, 8, 3), True)
     """
+    if _is_hybrid(model):
+        raise ValueError(
+            "A hybrid ViT's embedding reads the ResNet stem's features, not pixels, so its filters are not "
+            "images; Figure 7's filters exist for a plain ViT only. Received: a model with a 'resnet' layer"
+        )
     kernel = keras.ops.convert_to_numpy(model.get_layer("embedding").projection.kernel)
     ph, pw, channels, width = kernel.shape
     filters = np.asarray(kernel, dtype="float64").reshape(-1, width).T
@@ -184,7 +197,9 @@ def mean_attention_distance(model, images):
 
     For each query patch, the attention-weighted mean pixel distance to the
     key patches (weights over patch keys renormalised to sum to 1, the class
-    token left out), averaged over queries and images.
+    token left out), averaged over queries and images. Token centres are one
+    image-size / grid-size apart: the patch size in a plain ViT, the patch
+    size times the stem's stride in a hybrid.
 
     Returns:
         Array `(layers, heads)` of distances in pixels.
@@ -197,7 +212,7 @@ def mean_attention_distance(model, images):
     """
     images = np.asarray(images, dtype="float32")
     prefix = _num_prefix_tokens(model)
-    distances = patch_distances(_grid_size(model), _patch_size(model))
+    distances = patch_distances(_grid_size(model), _token_stride(model, images))
     result = []
     for layer in forward_intermediates(model, images)["attention"]:
         probs = np.asarray(keras.ops.convert_to_numpy(layer), dtype="float64")[:, :, prefix:, prefix:]

@@ -94,3 +94,16 @@ def test_shipped_model_recognises_the_documented_images(tmp_path):
     slug = {name.lower().replace("/", "-").replace(" ", "-"): name for name in data.FASHION_MNIST_CLASSES}
     truth = [slug[os.path.basename(p).split("_", 1)[1][:-4]] for p in photos]
     assert [entry["prediction"] for entry in report["images"]] == truth
+
+
+def test_explain_a_hybrid_skips_the_filters_it_does_not_have(tmp_path):
+    model = keras_vit.ViT(2, 32, 64, 2, 1, input_shape=(28, 28, 3), resnet=dict(num_layers=(1,), width=32), classes=3)
+    photos = np.random.default_rng(2).uniform(0, 255, (1, 28, 28, 3)).astype("float32")
+    from keras_vit.cli_explain import explain
+
+    report = explain(model, photos, ["a"], str(tmp_path / "out"), class_names=NAMES)
+    assert report["model"]["embedding_filters"] is None
+    assert not (tmp_path / "out" / "embedding_filters.png").exists()
+    for name in ("attention_distance", "position_embedding_similarity"):
+        assert_png(report["model"][name])
+    assert_png(report["images"][0]["attention"])

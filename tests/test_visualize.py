@@ -151,3 +151,17 @@ def test_figures_are_written_as_valid_pngs(tmp_path):
             if path.name in expected_sizes:
                 assert image.size == expected_sizes[path.name]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths), "no temp files left"
+
+
+def test_hybrid_distances_are_in_pixels_and_it_has_no_pixel_filters():
+    """A hybrid's tokens sit one stem stride apart (4 pixels here), not one patch (1) apart."""
+    model = keras_vit.ViT(2, 32, 64, 2, 1, input_shape=(28, 28, 3), resnet=dict(num_layers=(1,), width=32))
+    assert model.get_layer("posembed_input").grid_size == (7, 7)
+    for i in range(2):
+        block = model.get_layer(f"encoderblock_{i}")
+        block.attention.query_dense.kernel.assign(np.zeros(block.attention.query_dense.kernel.shape, "float32"))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 28, 28, 3)).astype("float32")
+    expected = visualize.patch_distances((7, 7), (4, 4)).mean()
+    np.testing.assert_allclose(visualize.mean_attention_distance(model, x), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="hybrid ViT's embedding reads the ResNet stem's features"):
+        visualize.embedding_filter_components(model)

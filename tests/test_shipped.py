@@ -45,3 +45,41 @@ def test_a_changed_or_missing_file_is_refused(tmp_path, monkeypatch, capsys):
     photo = os.path.join(ROOT, "docs", "images", "test0_ankle-boot.png")
     assert cli.main(["keras-vit", "predict", photo, "--weights", "vit_fashion_mnist"]) == 1
     assert "KERAS_VIT_WEIGHTS_DIR" in capsys.readouterr().err
+
+
+def _weights_ship():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("weights_ship", os.path.join(ROOT, "weights", "ship.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ship_writes_the_model_without_optimizer_and_reports_what_it_measured(tmp_path):
+    import keras
+
+    import keras_vit
+    from keras_vit.download import sha256_of
+
+    model = keras_vit.ViT(1, 32, 64, 2, 7, input_shape=(28, 28, 3), classes=10)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    images, labels = data.load_fashion_mnist("test")
+    images = np.repeat(images, 3, axis=-1).astype("float32")
+    model.fit(images[:64], labels[:64], epochs=1, verbose=0)  # builds the optimizer's slots
+    model.save(tmp_path / "run.keras")
+    report = _weights_ship().ship(str(tmp_path / "run.keras"), str(tmp_path / "out" / "shipped.keras"))
+    path = tmp_path / "out" / "shipped.keras"
+    assert report["sha256"] == sha256_of(path) and report["parameters"] == model.count_params()
+    assert os.path.getsize(path) < os.path.getsize(tmp_path / "run.keras") * 0.6  # no Adam moments
+    shipped = keras.models.load_model(path)
+    assert getattr(shipped, "optimizer", None) is None
+    expected = np.mean(shipped.predict(images, batch_size=1000, verbose=0).argmax(-1) == labels)
+    assert report["test_accuracy"] == pytest.approx(expected, abs=1e-4)
+    assert (tmp_path / "out" / "shipped.keras.labels.txt").read_text().splitlines() == list(data.FASHION_MNIST_CLASSES)
+    assert sorted(os.listdir(tmp_path / "out")) == ["shipped.keras", "shipped.keras.labels.txt"]
+    three = keras_vit.ViT(1, 32, 64, 2, 7, input_shape=(28, 28, 3), classes=3)
+    three.save(tmp_path / "three.keras")
+    with pytest.raises(ValueError, match="Expected a 10-class Fashion-MNIST model"):
+        _weights_ship().ship(str(tmp_path / "three.keras"), str(tmp_path / "never" / "x.keras"))
+    assert not (tmp_path / "never").exists()

@@ -58,15 +58,33 @@ def _resnet_of(params):
     return {"num_layers": tuple(units[s] for s in sorted(units)), "width": params["conv_root/kernel"].shape[-1]}
 
 
+def architecture(params):
+    """Reads the `keras_vit.ViT` architecture arguments off an official-layout dict.
+
+    Returns:
+        A dict of `num_layers`, `hidden_size`, `mlp_dim`, `num_heads`,
+        `patch_size` and `resnet` (None for a plain ViT); `num_heads` is None
+        when the dict holds no attention kernels.
+    """
+    kernel = params["embedding/kernel"]
+    block = "Transformer/encoderblock_0/"
+    query = params.get(block + "MultiHeadDotProductAttention_1/query/kernel")
+    return dict(
+        num_layers=len({k.split("/")[1] for k in params if k.startswith("Transformer/encoderblock_")}),
+        hidden_size=kernel.shape[-1],
+        mlp_dim=params[block + "MlpBlock_3/Dense_0/kernel"].shape[-1],
+        num_heads=None if query is None else query.shape[1],
+        patch_size=kernel.shape[0],
+        resnet=_resnet_of(params),
+    )
+
+
 def describe(params, variant=None):
     """Reads variant, image size, classes and pre_logits width off an official-layout dict."""
     from keras_vit.variants import HYBRID_VARIANTS, VARIANTS, canonical_name, resnet_config, resnet_stride
 
-    kernel = params["embedding/kernel"]
-    patch, width = kernel.shape[0], kernel.shape[-1]
-    depth = len({k.split("/")[1] for k in params if k.startswith("Transformer/encoderblock_")})
-    mlp = params["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"].shape[-1]
-    resnet = _resnet_of(params)
+    arch = architecture(params)
+    depth, width, mlp, patch, resnet = (arch[k] for k in ("num_layers", "hidden_size", "mlp_dim", "patch_size", "resnet"))
     if variant is None:
         table = HYBRID_VARIANTS if resnet else VARIANTS
         found = [name for name, row in table.items()

@@ -52,8 +52,9 @@ def define_flags(values, **defaults):
       "Class token or global average pooling of the patch tokens.", **kw)
     F("dropout", 0.0, "Dropout rate.", **kw)
     F("drop_path", d.get("drop_path", 0.0), "Stochastic depth rate of the last block.", **kw)
-    S("init_weights", None, "Start from these weights (.weights.h5/.keras, any image size: "
-      "position embeddings are resized; a head of another size is skipped).", **kw)
+    S("init_weights", None, "Start from these weights (.weights.h5/.keras/.npz, any image size: "
+      "position embeddings are resized; a head of another size is skipped). With --variant=custom the "
+      "architecture is the file's, and the --num_layers ... --resnet flags are not used.", **kw)
     I("epochs", d["epochs"], "Training epochs.", **kw)
     I("steps_per_epoch", None, "Steps per epoch (default: one pass over the data).", **kw)
     I("batch_size", d["batch_size"], "Global batch size (split over replicas).", **kw)
@@ -103,12 +104,25 @@ def with_flags(values, **changes):
     return types.SimpleNamespace(**{**plain, **changes})
 
 
+def architecture_of(path):
+    """The custom ViT a checkpoint file holds (layers, width, MLP, heads, patch, ResNet stem), to fine-tune it."""
+    from keras_vit import cli_convert, converters
+
+    arch = cli_convert.architecture(converters.read_checkpoint(path)[0])
+    stem = "" if arch["resnet"] is None else f", ResNet stem {arch['resnet']}"
+    print(f"keras-vit train: the architecture of {path}: {arch['num_layers']} layers, width {arch['hidden_size']}, "
+          f"MLP {arch['mlp_dim']}, {arch['num_heads']} heads, patch {arch['patch_size']}{stem}")
+    return arch
+
+
 def build_model(values, num_classes):
     """Builds the ViT the flags describe."""
     import keras_vit
     from keras_vit.variants import get_variant
 
-    if values.variant == "custom":
+    if values.variant == "custom" and values.init_weights and os.path.isfile(values.init_weights):
+        arch = architecture_of(values.init_weights)
+    elif values.variant == "custom":
         arch = {name: getattr(values, name) for name in SMALL_VIT}
         if values.resnet:
             arch["resnet"] = dict(num_layers=values.resnet, width=values.resnet_width)

@@ -157,3 +157,18 @@ def test_resnet_flags_build_a_hybrid_and_bad_stages_are_named():
     assert cli_train.build_model(cli_train.with_flags(values, resnet=[]), 10).get_layer("embedding").weights[0].shape == (1, 1, 3, 32)
     with pytest.raises(ValueError, match=r"stage depths.*Received: resnet=\{'num_layers': \['x'\]"):
         cli_train.build_model(cli_train.with_flags(values, resnet=["x"]), 10)
+
+
+def test_init_weights_give_a_custom_model_the_files_architecture(tmp_path, capsys):
+    """examples/fine_tune.py from the shipped hybrid: its stem, depth, width and heads, at a new size."""
+    source = keras_vit.ViT(2, 48, 96, 3, 1, input_shape=(28, 28, 3), classes=10, resnet=dict(num_layers=(2,), width=32))
+    source.save(tmp_path / "hybrid.keras")
+    values = cli_train._parse(["train", f"--init_weights={tmp_path / 'hybrid.keras'}", "--image_size=56"])
+    model = cli_train.build_model(values, 10)
+    assert "2 layers, width 48, MLP 96, 3 heads, patch 1, ResNet stem" in capsys.readouterr().out
+    assert model.get_layer("resnet").num_layers == (2,) and model.get_layer("resnet").width == 32
+    assert model.count_params() - source.count_params() == (14 * 14 - 7 * 7) * 48  # only the position table grew
+    report = keras_vit.load_weights(model, str(tmp_path / "hybrid.keras"))
+    assert report["skipped"] == [] and report["resampled"][:2] == ((1, 50, 48), (1, 197, 48))
+    plain = cli_train.build_model(cli_train.with_flags(values, init_weights=None), 10)  # the flags' own ViT
+    assert plain.count_params() != model.count_params() and "resnet" not in [layer.name for layer in plain.layers]

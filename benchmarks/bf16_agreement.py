@@ -11,13 +11,15 @@ import keras
 import numpy as np
 
 import keras_vit
-from keras_vit import checkpoints, data
+from keras_vit import checkpoints, cli_convert, converters, data
 
 
 def main():
-    fp32 = keras.models.load_model(checkpoints.shipped_path("vit_fashion_mnist"))
+    path = checkpoints.shipped_path("vit_fashion_mnist")
+    fp32 = keras.models.load_model(path)
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    bf16 = keras_vit.ViT(6, 128, 256, 4, 4, input_shape=(28, 28, 3), classes=10)
+    bf16 = keras_vit.ViT(**cli_convert.architecture(converters.read_checkpoint(path)[0]),
+                         input_shape=fp32.input.shape[1:], classes=fp32.output.shape[-1])
     keras.mixed_precision.set_global_policy("float32")
     bf16.set_weights(fp32.get_weights())
     images, labels = data.load_fashion_mnist("test")

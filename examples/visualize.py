@@ -52,8 +52,11 @@ def main(argv):
     grid = model.get_layer("posembed_input").grid_size
     similarity = visualize.position_embedding_similarity(model)
     print(plots.position_similarity(similarity, grid, os.path.join(FLAGS.out, "position_embedding_similarity.png")))
-    components, explained = visualize.embedding_filter_components(model, 28)
-    print(plots.embedding_filters(components, explained, os.path.join(FLAGS.out, "embedding_filters.png")))
+    if "resnet" in [layer.name for layer in model.layers]:
+        print("a hybrid: its embedding reads the ResNet stem's features, so there are no pixel filters to draw")
+    else:
+        components, explained = visualize.embedding_filter_components(model, 28)
+        print(plots.embedding_filters(components, explained, os.path.join(FLAGS.out, "embedding_filters.png")))
     distances = visualize.mean_attention_distance(model, images)
     print(plots.attention_distance(distances, os.path.join(FLAGS.out, "attention_distance.png"), (height, width)))
     print("mean attention distance (pixels) per layer:", np.round(distances.mean(axis=1), 2).tolist())

@@ -52,7 +52,7 @@ def main(argv):
     grid = model.get_layer("posembed_input").grid_size
     similarity = visualize.position_embedding_similarity(model)
     print(plots.position_similarity(similarity, grid, os.path.join(FLAGS.out, "position_embedding_similarity.png")))
-    if "resnet" in [layer.name for layer in model.layers]:
+    if visualize.is_hybrid(model):
         print("a hybrid: its embedding reads the ResNet stem's features, so there are no pixel filters to draw")
     else:
         components, explained = visualize.embedding_filter_components(model, 28)

@@ -72,7 +72,7 @@ def explain(model, images, names, out, class_names=None, components=28):
             model.get_layer("posembed_input").grid_size,
             os.path.join(out, "position_embedding_similarity.png"),
         )
-    if any(layer.name == "resnet" for layer in model.layers):
+    if visualize.is_hybrid(model):
         figures["embedding_filters"] = None  # a hybrid's embedding reads ResNet features, not pixels
     else:
         filters, explained = visualize.embedding_filter_components(model, components)

@@ -20,7 +20,8 @@ def _grid_size(model):
     return model.get_layer("posembed_input").grid_size
 
 
-def _is_hybrid(model):
+def is_hybrid(model):
+    """Whether `model` has a ResNet stem (the paper's hybrid), whose embedding reads features, not pixels."""
     return any(layer.name == "resnet" for layer in model.layers)
 
 
@@ -169,7 +170,7 @@ def embedding_filter_components(model, num_components=28):
     >>> components.shape, bool(np.all(np.diff(explained) <= 0))
     ((4, 8, 8, 3), True)
     """
-    if _is_hybrid(model):
+    if is_hybrid(model):
         raise ValueError(
             "A hybrid ViT's embedding reads the ResNet stem's features, not pixels, so its filters are not "
             "images; Figure 7's filters exist for a plain ViT only. Received: a model with a 'resnet' layer"

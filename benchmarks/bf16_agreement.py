@@ -11,15 +11,14 @@ import keras
 import numpy as np
 
 import keras_vit
-from keras_vit import checkpoints, cli_convert, converters, data
+from keras_vit import checkpoints, data, loading
 
 
 def main():
-    path = checkpoints.shipped_path("vit_fashion_mnist")
-    fp32 = keras.models.load_model(path)
+    fp32 = keras.models.load_model(checkpoints.shipped_path("vit_fashion_mnist"))
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    bf16 = keras_vit.ViT(**cli_convert.architecture(converters.read_checkpoint(path)[0]),
-                         input_shape=fp32.input.shape[1:], classes=fp32.output.shape[-1])
+    bf16 = keras_vit.ViT(**loading.model_architecture(fp32), input_shape=fp32.input.shape[1:],
+                         classes=fp32.output.shape[-1])
     keras.mixed_precision.set_global_policy("float32")
     bf16.set_weights(fp32.get_weights())
     images, labels = data.load_fashion_mnist("test")

@@ -265,7 +265,7 @@ def load_weights(model, source, resample="official", skip_mismatched_head=True):
 
 def _local_path(model, source):
     if checkpoints.is_catalogue_name(source):
-        row = _row_of(model)
+        row = model_architecture(model)
         size = model.get_layer("posembed_input").grid_size[0] * row["patch_size"] * resnet_stride(row["resnet"])
         entry = checkpoints.get_entry(source, checkpoints.variant_of(row), size)
         return download.fetch(entry, validate=converters.npz_keys)
@@ -276,7 +276,8 @@ def _local_path(model, source):
     return path
 
 
-def _row_of(model):
+def model_architecture(model):
+    """A built model's `keras_vit.ViT` architecture arguments, as `cli_convert.architecture` reads them off a file."""
     blocks = [l for l in model.layers if isinstance(l, vit_layers.TransformerBlock)]
     embedding, stem = model.get_layer("embedding"), _layer(model, "resnet")
     return {

@@ -162,7 +162,7 @@ def test_catalogue_rows_of_the_hybrids(paper_models):
     assert checkpoints.get_entry("imagenet", "R50+B/16")["name"] == "vit_r50_b16_in21k_ft_in1k_384"
     assert checkpoints.get_entry("imagenet21k", "R26+S/32")["name"] == "vit_r26_s32_augreg_in21k"
     assert checkpoints.variant_of({**keras_vit.variants.get_variant("R50+ViT-B_16")}) == "R50+B/16"
-    assert checkpoints.variant_of(loading._row_of(paper_models["R26+S/32"])) == "R26+S/32"  # load_weights(m, "imagenet")
+    assert checkpoints.variant_of(loading.model_architecture(paper_models["R26+S/32"])) == "R26+S/32"  # load_weights(m, "imagenet")
     assert [w["name"] for w in checkpoints.list_weights("ViT_R26_S32")][0] == "vit_r26_s32_augreg_in21k"
     with pytest.raises(ValueError, match="are for ViT-R50\\+B/16, and this model is ViT-R26\\+S/32"):
         keras_vit.ViT_R26_S32(weights="vit_r50_b16_in21k", classes=21843)

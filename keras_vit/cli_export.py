@@ -228,12 +228,12 @@ def export(argv):
         integer("image_size", 224, "Image size used with random weights.")
         integer("classes", 1000, "Classes used with random weights.")
         string("format", "tflite", f"Comma-separated formats: {', '.join(FORMATS)}.")
-        string("quantize", "float32", "Comma-separated TFLite modes (float32, float16, dynamic, int8) or 'all'.")
+        string("quantize", "float32", "Comma-separated TFLite modes (float32, float16, dynamic, int8, selective) or 'all'.")
         flags.DEFINE_bool("int8_io", False, "int8 input/output tensors for the int8 TFLite file.", flag_values=v)
         string(
             "calibration",
             "random",
-            "Images for int8 calibration and the TFLite checks: a folder or glob of images, a .npy "
+            "Images for int8/selective calibration and the TFLite checks: a folder or glob of images, a .npy "
             "array, or 'random' (fine for latency only).",
         )
         integer("calibration_samples", 200, "Number of calibration images.")
@@ -322,12 +322,12 @@ def export(argv):
 
 
 def _print_report(rows, calibration_source, count):
-    print(f"{'format':<12} {'mode':<8} {'size MB':>9} {'latency ms':>11} {'max |diff|':>11} {'top-1 agree':>11}  path")
+    print(f"{'format':<12} {'mode':<9} {'size MB':>9} {'latency ms':>11} {'max |diff|':>11} {'top-1 agree':>11}  path")
     for fmt, mode, path, size, latency, report in rows:
         lat = f"{latency:11.2f}" if latency is not None else f"{'-':>11}"
         diff = f"{report['max_abs_diff']:11.2e}" if report else f"{'-':>11}"
         agree = f"{100 * report['top1_agreement']:10.1f}%" if report else f"{'-':>11}"
-        print(f"{fmt:<12} {mode:<8} {size:9.2f} {lat} {diff} {agree}  {path}")
+        print(f"{fmt:<12} {mode:<9} {size:9.2f} {lat} {diff} {agree}  {path}")
     print(
         "latency: median of single-image runs on this machine; "
         f"agreement with Keras on {count} {calibration_source} images"

@@ -2,13 +2,18 @@
 
 `export_tflite(model, "vit.tflite", quantize=...)` converts a Keras model
 through a SavedModel (the path Keras' own `model.export(format="litert")`
-takes) with the TFLite converter, in one of four modes:
+takes) with the TFLite converter, in one of five modes:
 
 - `"float32"`: no quantization;
 - `"float16"`: float16 weights, float compute;
 - `"dynamic"`: int8 weights, activations quantized on the fly;
 - `"int8"`: full integer quantization calibrated on `representative_data`
-  (float input/output, or int8 with `int8_io=True`).
+  (float input/output, or int8 with `int8_io=True`);
+- `"selective"`: the same calibrated int8 quantization, except the ops
+  XNNPACK has no int8 kernel for (`FLOAT_OPS`: the attention products,
+  softmax, GELU and LayerNorm's reciprocal square root) stay in float32, so
+  XNNPACK runs nearly all of it on a CPU (left outside: each LayerNorm's
+  int8 `+ epsilon` and the class token's broadcast). Float input/output.
 
 Only TFLite builtin ops are allowed (no Flex/Select TF ops), so the file runs
 on any LiteRT runtime; the exporter names the op that breaks this. The batch
@@ -30,7 +35,13 @@ import tensorflow as tf
 from keras_vit import atomic
 from keras_vit import export as vit_export
 
-QUANTIZE_MODES = ("float32", "float16", "dynamic", "int8")
+QUANTIZE_MODES = ("float32", "float16", "dynamic", "int8", "selective")
+CALIBRATED_MODES = ("int8", "selective")
+# TFLite ops that "selective" leaves in float32: XNNPACK runs them in float but has
+# no int8 kernel for them (a product of two activations, softmax, GELU, rsqrt), so in
+# a full-integer file they fall back to LiteRT's reference kernels between XNNPACK
+# partitions.
+FLOAT_OPS = ("BATCH_MATMUL", "SOFTMAX", "GELU", "RSQRT", "SQUARED_DIFFERENCE")
 DEFAULT_CALIBRATION_SAMPLES = 200
 
 
@@ -116,9 +127,9 @@ def convert(model, quantize="float32", representative_data=None, int8_io=False,
     """Converts a Keras image model to TFLite flatbuffer bytes; see `export_tflite`."""
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"`quantize` must be one of {QUANTIZE_MODES}. Received: quantize={quantize!r}")
-    if quantize == "int8" and representative_data is None:
+    if quantize in CALIBRATED_MODES and representative_data is None:
         raise ValueError(
-            "quantize='int8' needs `representative_data`: a few hundred images from your training "
+            f"quantize={quantize!r} needs `representative_data`: a few hundred images from your training "
             "data (an array (n, height, width, channels) of pixels as the model takes them)."
         )
     if int8_io and quantize != "int8":
@@ -141,7 +152,7 @@ def convert(model, quantize="float32", representative_data=None, int8_io=False,
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
-        if quantize == "int8":
+        if quantize in CALIBRATED_MODES:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.representative_dataset = lambda: _calibration_samples(
                 representative_data, image_shape, calibration_samples
@@ -150,7 +161,7 @@ def convert(model, quantize="float32", representative_data=None, int8_io=False,
                 converter.inference_input_type = tf.int8
                 converter.inference_output_type = tf.int8
         try:
-            content = converter.convert()
+            content = _selective(converter) if quantize == "selective" else converter.convert()
         except Exception as error:  # the converter raises several private error types
             ops = _named_ops_from_error(str(error))
             if not ops:
@@ -179,10 +190,10 @@ def export_tflite(model, path, quantize="float32", representative_data=None, int
         model: a `keras.Model` with one fixed-size image input, e.g. any
             `keras_vit` model (feature extractors included).
         path: the `.tflite` file to write.
-        quantize: `"float32"`, `"float16"`, `"dynamic"` or `"int8"`.
-            Defaults to `"float32"`.
+        quantize: `"float32"`, `"float16"`, `"dynamic"`, `"int8"` or
+            `"selective"`. Defaults to `"float32"`.
         representative_data: images for int8 calibration (required for
-            `"int8"`): an array `(n, height, width, channels)`, a
+            `"int8"` and `"selective"`): an array `(n, height, width, channels)`, a
             `tf.data.Dataset` of images or `(images, labels)`, or an iterable
             of those; pixels as the model takes them.
         int8_io: bool, int8 input and output tensors instead of float32
@@ -224,8 +235,18 @@ def export_tflite(model, path, quantize="float32", representative_data=None, int
     return path
 
 
-def _cores():
-    """CPU cores this process may run on."""
+def _selective(converter):
+    """Calibrates, then quantizes every op to int8 except `FLOAT_OPS`."""
+    # The quantization debugger is TFLite's public way to keep named ops in float;
+    # building it calibrates once, and the file it returns carries no debug ops.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS))
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_options=options)
+    return debugger.get_nondebug_quantized_model()
+
+
+def default_threads():
+    """LiteRT interpreter threads when none are asked for: the CPU cores this process may run on."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
@@ -249,7 +270,7 @@ class LiteRTModel:
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = os.fspath(path)
-        num_threads = num_threads or _cores()
+        num_threads = num_threads or default_threads()
         self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
@@ -329,10 +350,17 @@ def median_latency_ms(fn, image, runs=20, warmup=3):
     return 1000.0 * statistics.median(times)
 
 
+def keras_callable(model, batch=1):
+    """The Keras model's inference call as a `tf.function` traced for `batch` images, as latency is
+    measured: what a deployed TensorFlow model runs, without `predict`'s per-call overhead."""
+    spec = tf.TensorSpec((batch,) + vit_export.image_input_shape(model), tf.float32)
+    return tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+
 def keras_latency_ms(model, runs=20, warmup=3):
     """Median single-image latency of the Keras model (a compiled `tf.function`), in ms."""
     image = np.random.default_rng(0).uniform(0, 255, (1,) + vit_export.image_input_shape(model)).astype("float32")
-    call = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec(image.shape, tf.float32)])
+    call = keras_callable(model)
     return median_latency_ms(lambda x: call(x).numpy(), image, runs, warmup)
 
 

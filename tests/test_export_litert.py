@@ -1,4 +1,4 @@
-"""TFLite/LiteRT export: every mode, builtin-ops check, parity, variable batch, Fashion-MNIST agreement."""
+"""TFLite/LiteRT export: every mode, builtin-ops check, parity, variable batch, what selective keeps in float, Fashion-MNIST agreement."""
 
 import os
 
@@ -88,6 +88,37 @@ def test_quantized_files_are_smaller(model, tmp_path):
     assert sizes["float16"] < sizes["float32"]
     assert sizes["dynamic"] < sizes["float16"]
     assert sizes["int8"] < sizes["float16"]
+    assert sizes["selective"] < sizes["float16"]
+
+
+def _op_input_types(runner):
+    """`{op name: set of its first input's dtype}` over the file's own ops (delegate nodes left out)."""
+    dtypes = {t["index"]: t["dtype"] for t in runner.interpreter.get_tensor_details()}
+    types = {}
+    for op in runner.interpreter._get_ops_details():
+        if op["op_name"] != "DELEGATE":
+            types.setdefault(op["op_name"], set()).add(dtypes[op["inputs"][0]])
+    return types
+
+
+def test_selective_keeps_in_float_what_xnnpack_has_no_int8_kernel_for(model, tmp_path):
+    files = {mode: litert.export_tflite(model, str(tmp_path / f"{mode}.tflite"), mode, pixels(20))
+             for mode in ("int8", "selective")}
+    runners = {mode: litert.LiteRTModel(path) for mode, path in files.items()}
+    for runner in runners.values():
+        runner.interpreter.allocate_tensors()
+    full, selective = (_op_input_types(runners[mode]) for mode in ("int8", "selective"))
+    for name in ("BATCH_MATMUL", "SOFTMAX", "GELU", "RSQRT"):
+        assert full[name] == {np.int8}, (name, full[name])
+        assert selective[name] == {np.float32}, (name, selective[name])
+    # The dense layers and the patch embedding stay int8 products.
+    assert selective["FULLY_CONNECTED"] == selective["CONV_2D"] == {np.int8}
+    # Fewer ops outside XNNPACK: fewer partitions (14 against 8 for these 2 blocks).
+    partitions = {mode: [op["op_name"] for op in r.interpreter._get_ops_details()].count("DELEGATE")
+                  for mode, r in runners.items()}
+    assert partitions["selective"] < partitions["int8"], partitions
+    images = pixels(8)
+    assert litert.verify_tflite(files["selective"], model, images)["top1_agreement"] >= 0.75
 
 
 def test_int8_io_takes_and_gives_int8_tensors(model, tmp_path):
@@ -135,8 +166,11 @@ def test_op_outside_the_builtin_set_is_named_and_no_file_is_left(tmp_path):
     [
         (dict(quantize="int4"), "must be one of"),
         (dict(quantize="int8"), "needs `representative_data`"),
+        (dict(quantize="selective"), "needs `representative_data`"),
         (dict(quantize="int8", representative_data=np.zeros((2, 16, 16, 3))), r"shape \(32, 32, 3\)"),
         (dict(quantize="float16", int8_io=True), "needs quantize='int8'"),
+        (dict(quantize="selective", representative_data=np.zeros((2, 32, 32, 3)), int8_io=True),
+         "needs quantize='int8'"),
     ],
 )
 def test_bad_arguments_get_clear_errors(model, tmp_path, kwargs, message):
@@ -171,7 +205,7 @@ def fashion_model():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, agreement", [("dynamic", 0.99), ("int8", 0.98)])
+@pytest.mark.parametrize("mode, agreement", [("dynamic", 0.99), ("int8", 0.98), ("selective", 0.98)])
 def test_quantized_fashion_mnist_model_agrees_with_keras(fashion_model, mode, agreement, tmp_path):
     model, calibration, test_x, test_y = fashion_model
     path = litert.export_tflite(

@@ -3,13 +3,16 @@
 PYTHON ?= python3
 FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: install install-test data test test-fast demo
+.PHONY: install install-test install-bench data test test-fast demo bench
 
 install:
 	$(PYTHON) -m pip install -e .
 
 install-test:
 	$(PYTHON) -m pip install -e ".[test]"
+
+install-bench:
+	$(PYTHON) -m pip install -e ".[bench]"
 
 # Offline machines get Fashion-MNIST's original files from Debian's package.
 data:
@@ -28,3 +31,20 @@ test-fast: install-test data
 DEMO_FLAGS ?=
 demo: install data
 	keras-vit demo $(DEMO_FLAGS)
+
+# Every benchmark behind benchmarks/RESULTS.md and the README's speed table, peers (timm, keras-hub)
+# in the same processes; each prints a Markdown table. Hours on 2 cores; run it on an otherwise idle
+# machine: ratios within one run hold, absolute figures drift between runs.
+bench: install-bench data
+	$(PYTHON) benchmarks/ceiling.py
+	$(PYTHON) benchmarks/inference.py --variants Ti/16,B/16 --batches 1,8 --sizes 224,384 --rounds 3 --runs 5
+	$(PYTHON) benchmarks/inference.py --variants B/16 --batches 8 --sizes 224 --rounds 3 --runs 5 --bf16
+	$(PYTHON) benchmarks/scaling.py --variant Ti/16 --sizes 224,384,512 --batch 1 --plot benchmarks/scaling.png
+	$(PYTHON) benchmarks/training.py --variant Ti/16 --size 224 --batch 32 --rounds 3
+	$(PYTHON) benchmarks/training.py --variant fmnist --rounds 3
+	$(PYTHON) benchmarks/memory.py --variant Ti/16 --batches 1 8 32
+	$(PYTHON) benchmarks/pipeline.py
+	$(PYTHON) benchmarks/edge.py --variant Ti/16 --rounds 5 --runs 20
+	$(PYTHON) benchmarks/edge.py --variant B/16 --rounds 5 --runs 20
+	$(PYTHON) benchmarks/edge_fashion_mnist.py
+	$(PYTHON) benchmarks/bf16_agreement.py

@@ -2,8 +2,8 @@
 
 Prints one Markdown row per mode: file size, median single-image latency,
 top-1 agreement with the Keras model, TFLite accuracy, accuracy change and
-max abs difference of the probabilities. int8 is calibrated on the last 300
-training images.
+max abs difference of the probabilities. int8 and selective are calibrated on
+the last 300 training images.
 
     python benchmarks/edge_fashion_mnist.py          # files go to $OUT or /tmp/keras_vit_edge
 """
@@ -32,7 +32,7 @@ def main():
     print(f"| Keras (`.keras`) | {os.path.getsize(path) / 1e6:.2f} | {litert.keras_latency_ms(model, runs=100):.2f} | | | | |")
     for mode in litert.QUANTIZE_MODES:
         tflite = litert.export_tflite(
-            model, os.path.join(out, f"{mode}.tflite"), mode, calibration if mode == "int8" else None,
+            model, os.path.join(out, f"{mode}.tflite"), mode, calibration if mode in litert.CALIBRATED_MODES else None,
             class_names=data.FASHION_MNIST_CLASSES,
         )
         report = litert.verify_tflite(tflite, model, test, test_labels, batch_size=500)

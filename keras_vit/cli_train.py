@@ -9,6 +9,7 @@ of an unfinished run in the same folder are refused (`keras_vit.resume`).
 """
 
 import os
+import sys
 import time
 import types
 
@@ -54,7 +55,7 @@ def define_flags(values, **defaults):
     F("drop_path", d.get("drop_path", 0.0), "Stochastic depth rate of the last block.", **kw)
     S("init_weights", None, "Start from these weights (.weights.h5/.keras/.npz, any image size: "
       "position embeddings are resized; a head of another size is skipped). With --variant=custom the "
-      "architecture is the file's, and the --num_layers ... --resnet flags are not used.", **kw)
+      "architecture is the file's; --num_layers ... --resnet flags that ask for another one are refused.", **kw)
     I("epochs", d["epochs"], "Training epochs.", **kw)
     I("steps_per_epoch", None, "Steps per epoch (default: one pass over the data).", **kw)
     I("batch_size", d["batch_size"], "Global batch size (split over replicas).", **kw)
@@ -109,24 +110,71 @@ def architecture_of(path):
     from keras_vit import cli_convert, converters
 
     arch = cli_convert.architecture(converters.read_checkpoint(path)[0])
-    stem = "" if arch["resnet"] is None else f", ResNet stem {arch['resnet']}"
+    resnet = arch["resnet"]
+    stem = "" if resnet is None else (f", ResNet stem of {','.join(map(str, resnet['num_layers']))} units per stage, "
+                                      f"width {resnet['width']}")
     print(f"keras-vit train: the architecture of {path}: {arch['num_layers']} layers, width {arch['hidden_size']}, "
           f"MLP {arch['mlp_dim']}, {arch['num_heads']} heads, patch {arch['patch_size']}{stem}")
     return arch
 
 
-def build_model(values, num_classes):
-    """Builds the ViT the flags describe."""
+class ArchitectureConflict(ValueError):
+    """Flags given on the command line ask for another architecture than the --init_weights file holds."""
+
+
+def _given(values, name):
+    """Whether flag `name` was given on the command line (False for a plain copy made by `with_flags`)."""
+    try:
+        return values[name].present > 0
+    except (TypeError, KeyError):
+        return False
+
+
+def refuse_other_architecture(values, arch):
+    """Raises when a flag given on the command line asks for another architecture than the checkpoint's."""
+    stem = arch.get("resnet") or {}
+    holds = {**{name: arch[name] for name in SMALL_VIT},
+             "resnet": [int(n) for n in stem.get("num_layers", ())] or None, "resnet_width": stem.get("width")}
+    asked = {name: getattr(values, name) for name in holds if _given(values, name)}
+    if asked.get("resnet") is not None:
+        asked["resnet"] = [int(n) for n in asked["resnet"]]
+    if "resnet_width" in asked and holds["resnet_width"] is None:
+        holds["resnet_width"] = "no stem"
+    conflicts = {name: value for name, value in asked.items() if value != holds[name]}
+    if conflicts:
+        def shown(value):
+            return ",".join(map(str, value)) if isinstance(value, list) else value
+
+        given = ", ".join(f"--{name}={shown(value)}" for name, value in conflicts.items())
+        held = ", ".join(f"{name}={shown(holds[name])}" for name in conflicts)
+        raise ArchitectureConflict(
+            f"--init_weights={values.init_weights} holds another architecture than {given} asks for "
+            f"(the file has {held}). With --variant=custom the file's architecture is built: drop those "
+            "flags, or give a --variant to train that one from the file's weights where they fit."
+        )
+
+
+def file_architecture(values):
+    """The --init_weights file's architecture where --variant=custom builds it (else None), after refusing
+    architecture flags that ask for another one."""
+    if values.variant != "custom" or not values.init_weights or not os.path.isfile(values.init_weights):
+        return None
+    arch = architecture_of(values.init_weights)
+    refuse_other_architecture(values, arch)
+    return arch
+
+
+def build_model(values, num_classes, arch=None):
+    """Builds the ViT the flags describe (`arch`: `file_architecture(values)`, when already read)."""
     import keras_vit
     from keras_vit.variants import get_variant
 
-    if values.variant == "custom" and values.init_weights and os.path.isfile(values.init_weights):
-        arch = architecture_of(values.init_weights)
-    elif values.variant == "custom":
+    arch = arch or file_architecture(values)
+    if arch is None and values.variant == "custom":
         arch = {name: getattr(values, name) for name in SMALL_VIT}
         if values.resnet:
             arch["resnet"] = dict(num_layers=values.resnet, width=values.resnet_width)
-    else:
+    elif arch is None:
         arch = get_variant(values.variant)
     return keras_vit.ViT(
         **arch,
@@ -164,6 +212,7 @@ def run(values, callbacks=()):
 
     from keras_vit import atomic, data, distribute, export, loading, resume, training
 
+    arch = file_architecture(values)  # before any work, so that a conflicting flag fails fast
     keras.utils.set_random_seed(values.seed)
     policy = training.set_mixed_precision(values.mixed_precision)
     strategy = distribute.resolve_strategy(values.strategy, tpu=values.tpu)
@@ -199,7 +248,7 @@ def run(values, callbacks=()):
         eval_input = data.distributed(strategy, lambda b, ctx: make_eval(batch_size=b, input_context=ctx), batch)
 
     with strategy.scope():
-        model = build_model(values, len(class_names))
+        model = build_model(values, len(class_names), arch)
         if values.init_weights:
             loading.load_weights(model, values.init_weights)
         if policy != "float32":
@@ -253,5 +302,9 @@ def _parse(argv, **defaults):
 
 def main(argv):
     """`keras-vit train`: trains a ViT from scratch (or --init_weights) and evaluates it."""
-    run(_parse(argv))
+    try:
+        run(_parse(argv))
+    except ArchitectureConflict as error:
+        print(f"keras-vit train: {error}", file=sys.stderr)
+        return 1
     return 0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import keras_vit
-from keras_vit import cli_train, data, training
+from keras_vit import cli, cli_train, data, training
 
 
 def tiny(**kwargs):
@@ -172,3 +172,26 @@ def test_init_weights_give_a_custom_model_the_files_architecture(tmp_path, capsy
     assert report["skipped"] == [] and report["resampled"][:2] == ((1, 50, 48), (1, 197, 48))
     plain = cli_train.build_model(cli_train.with_flags(values, init_weights=None), 10)  # the flags' own ViT
     assert plain.count_params() != model.count_params() and "resnet" not in [layer.name for layer in plain.layers]
+
+
+def test_architecture_flags_that_contradict_the_init_weights_file_are_refused(tmp_path, capsys):
+    """Flags given on the command line that ask for another architecture than the file's fail before any
+    work, naming each flag and the file's value; flags equal to the file's, and defaults, pass."""
+    source = keras_vit.ViT(2, 48, 96, 3, 1, input_shape=(28, 28, 3), classes=10, resnet=dict(num_layers=(2,), width=32))
+    path = tmp_path / "hybrid.keras"
+    source.save(path)
+    agreeing = cli_train._parse(["train", f"--init_weights={path}", "--num_layers=2", "--resnet=2", "--resnet_width=32"])
+    assert cli_train.build_model(agreeing, 10).count_params() == source.count_params()
+    output = tmp_path / "run"
+    code = cli.main(["keras-vit", "train", f"--init_weights={path}", "--num_layers=4", "--hidden_size=48",
+                     "--resnet=3", f"--output_dir={output}"])
+    error = capsys.readouterr().err
+    assert code == 1
+    assert "--num_layers=4" in error and "num_layers=2" in error and "--resnet=3 " in error and "resnet=2)" in error, error
+    assert "hidden_size" not in error  # given, but equal to the file's
+    assert not output.exists()
+    plain = keras_vit.ViT(1, 16, 32, 2, 7, input_shape=(28, 28, 3), classes=10)
+    plain.save(tmp_path / "plain.keras")
+    with pytest.raises(cli_train.ArchitectureConflict, match=r"--resnet_width=64 .*resnet_width=no stem"):
+        cli_train.file_architecture(cli_train._parse(["train", f"--init_weights={tmp_path / 'plain.keras'}",
+                                                      "--resnet_width=64"]))

@@ -29,13 +29,23 @@ def model():
     return tiny()
 
 
+@pytest.fixture(scope="module")
+def files(model, tmp_path_factory):
+    """`{mode: path}`: the test model exported once in every mode, each file in a folder of its own."""
+    written = {}
+    for mode in litert.QUANTIZE_MODES:
+        path = str(tmp_path_factory.mktemp(mode) / f"vit_{mode}.tflite")
+        assert litert.export_tflite(model, path, mode, representative_data=pixels(20), class_names=["a", "b", "c"]) == path
+        written[mode] = path
+    return written
+
+
 @pytest.mark.parametrize("mode", litert.QUANTIZE_MODES)
-def test_every_mode_is_builtin_only_runs_any_batch_and_stays_close(model, mode, tmp_path):
-    path = str(tmp_path / f"vit_{mode}.tflite")
-    assert litert.export_tflite(model, path, mode, representative_data=pixels(20), class_names=["a", "b", "c"]) == path
+def test_every_mode_is_builtin_only_runs_any_batch_and_stays_close(model, files, mode):
+    path = files[mode]
     assert litert.builtin_op_problems(path) == []
     assert vit_export.read_labels(path) == ["a", "b", "c"]
-    assert sorted(os.listdir(tmp_path)) == sorted([f"vit_{mode}.tflite", f"vit_{mode}.tflite.labels.txt"])
+    assert sorted(os.listdir(os.path.dirname(path))) == sorted([f"vit_{mode}.tflite", f"vit_{mode}.tflite.labels.txt"])
     runner = litert.LiteRTModel(path)
     assert list(runner.input["shape_signature"]) == [-1, 32, 32, 3]
     images = pixels(5)
@@ -55,36 +65,31 @@ def test_every_mode_is_builtin_only_runs_any_batch_and_stays_close(model, mode, 
         assert np.max(np.abs(runner(images) - expected)) <= 1e-4
 
 
-def test_the_blocks_stay_in_one_xnnpack_partition(model, tmp_path):
+def test_the_blocks_stay_in_one_xnnpack_partition(files):
     """A shape read at run time (the batch) or an op XNNPACK lacks (unstack) splits the graph among
     XNNPACK partitions. The blocks reshape to constant sizes and split q/k/v, so only the class
     token's broadcast reads the batch size."""
-    path = litert.export_tflite(model, str(tmp_path / "vit.tflite"))
-    runner = litert.LiteRTModel(path)
+    runner = litert.LiteRTModel(files["float32"])
     runner.interpreter.allocate_tensors()
     ops = [op["op_name"] for op in runner.interpreter._get_ops_details()]
     assert ops.count("SHAPE") == 1, ops
     assert ops.count("DELEGATE") <= 3, ops  # 5 with run-time reshapes and an unstack of q/k/v (2 blocks)
 
 
-def test_the_interpreter_uses_every_core_by_default(model, tmp_path, monkeypatch):
+def test_the_interpreter_uses_every_core_by_default(files, monkeypatch):
     from ai_edge_litert import interpreter
 
     seen = []
     original = interpreter.Interpreter.__init__
     monkeypatch.setattr(interpreter.Interpreter, "__init__",
                         lambda self, *a, **k: seen.append(k.get("num_threads")) or original(self, *a, **k))
-    path = litert.export_tflite(model, str(tmp_path / "vit.tflite"))
-    litert.LiteRTModel(path)
-    litert.LiteRTModel(path, num_threads=1)
+    litert.LiteRTModel(files["float32"])
+    litert.LiteRTModel(files["float32"], num_threads=1)
     assert seen == [len(os.sched_getaffinity(0)), 1]
 
 
-def test_quantized_files_are_smaller(model, tmp_path):
-    sizes = {
-        mode: os.path.getsize(litert.export_tflite(model, str(tmp_path / f"{mode}.tflite"), mode, pixels(10)))
-        for mode in litert.QUANTIZE_MODES
-    }
+def test_quantized_files_are_smaller(files):
+    sizes = {mode: os.path.getsize(path) for mode, path in files.items()}
     assert sizes["float16"] < sizes["float32"]
     assert sizes["dynamic"] < sizes["float16"]
     assert sizes["int8"] < sizes["float16"]
@@ -101,10 +106,8 @@ def _op_input_types(runner):
     return types
 
 
-def test_selective_keeps_in_float_what_xnnpack_has_no_int8_kernel_for(model, tmp_path):
-    files = {mode: litert.export_tflite(model, str(tmp_path / f"{mode}.tflite"), mode, pixels(20))
-             for mode in ("int8", "selective")}
-    runners = {mode: litert.LiteRTModel(path) for mode, path in files.items()}
+def test_selective_keeps_in_float_what_xnnpack_has_no_int8_kernel_for(model, files):
+    runners = {mode: litert.LiteRTModel(files[mode]) for mode in ("int8", "selective")}
     for runner in runners.values():
         runner.interpreter.allocate_tensors()
     full, selective = (_op_input_types(runners[mode]) for mode in ("int8", "selective"))

@@ -17,6 +17,7 @@ times. `examples/pretrain_mpp.py` runs the same code.
 import json
 import os
 import shlex
+import sys
 import time
 
 from absl import flags
@@ -173,5 +174,9 @@ def run(values, argv=None):
 
 def main(argv):
     """`keras-vit pretrain`: masked patch prediction, fine-tuning and the from-scratch comparison."""
-    run(_parse(argv), argv)
+    try:
+        run(_parse(argv), argv)
+    except cli_train.ArchitectureConflict as error:
+        print(f"keras-vit pretrain: {error}", file=sys.stderr)
+        return 1
     return 0

@@ -190,6 +190,10 @@ def test_architecture_flags_that_contradict_the_init_weights_file_are_refused(tm
     assert "--num_layers=4" in error and "num_layers=2" in error and "--resnet=3 " in error and "resnet=2)" in error, error
     assert "hidden_size" not in error  # given, but equal to the file's
     assert not output.exists()
+    code = cli.main(["keras-vit", "pretrain", f"--init_weights={path}", "--num_layers=4", "--max_train_examples=256",
+                     f"--output_dir={output}"])
+    assert code == 1 and "keras-vit pretrain: --init_weights=" in capsys.readouterr().err
+    assert not output.exists()
     plain = keras_vit.ViT(1, 16, 32, 2, 7, input_shape=(28, 28, 3), classes=10)
     plain.save(tmp_path / "plain.keras")
     with pytest.raises(cli_train.ArchitectureConflict, match=r"--resnet_width=64 .*resnet_width=no stem"):

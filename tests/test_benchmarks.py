@@ -70,3 +70,16 @@ def test_pipeline_benchmark_times_epochs_of_real_fashion_mnist():
     rows = [line.split("|") for line in stdout.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
     assert [int(row[2]) for row in rows] == [8, 8]  # 1024 images in batches of 128
     assert "median CPU seconds per epoch after the first:" in stdout
+
+
+@pytest.mark.slow
+def test_edge_benchmark_times_each_file_next_to_keras(tmp_path):
+    stdout = run_benchmark("edge.py", "--variant", "Ti/16", "--size", "32", "--modes", "float32,dynamic",
+                           "--rounds", "1", "--runs", "1", "--dir", str(tmp_path))
+    rows = [line.split("|")[1:-1] for line in stdout.splitlines() if line.startswith("| ")][1:]
+    assert [row[0].strip() for row in rows] == ["Keras", "float32", "dynamic"]
+    assert rows[0][3].strip() == "1.00x" and all(float(row[2]) > 0 for row in rows)
+    assert sorted(p.name for p in tmp_path.glob("*.tflite")) == ["Ti16_32_dynamic.tflite", "Ti16_32_float32.tflite"]
+    # A second run reuses the files in --dir instead of converting again.
+    assert "wrote" not in run_benchmark("edge.py", "--variant", "Ti/16", "--size", "32", "--modes", "float32",
+                                        "--rounds", "0", "--dir", str(tmp_path))

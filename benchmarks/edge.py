@@ -18,18 +18,8 @@ import tempfile
 
 import numpy as np
 
-from keras_vit import litert
-from keras_vit.model import CONSTRUCTORS
+from keras_vit import cli_export, litert
 from keras_vit.variants import canonical_name
-
-
-def build(variant, size):
-    model = CONSTRUCTORS[canonical_name(variant)](weights=None, classes=1000, input_shape=(size, size, 3))
-    # From scratch the head is zeros: every image would get the same probabilities.
-    rng = np.random.default_rng(0)
-    for weight in model.get_layer("head").weights:
-        weight.assign(rng.normal(0, 0.02, weight.shape).astype("float32"))
-    return model
 
 
 def main():
@@ -56,7 +46,7 @@ def main():
 
 
 def run(args, modes, folder):
-    model = build(args.variant, args.size)
+    model = cli_export.random_model(args.variant, args.size)
     rng = np.random.default_rng(1)
     calibration = rng.uniform(-1, 1, (args.calibration_samples, args.size, args.size, 3)).astype("float32")
     files = {}

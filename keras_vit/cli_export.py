@@ -196,20 +196,25 @@ def _size_mb(path):
     return total / 1e6
 
 
-def _build_model(values):
+def random_model(variant, image_size=224, classes=1000):
+    """A `variant` ViT with random weights, its head included, for latency and export checks."""
     from keras_vit.model import CONSTRUCTORS
     from keras_vit.variants import canonical_name
 
-    if values.weights:
-        return load_classifier(values.weights)
-    size = values.image_size
-    model = CONSTRUCTORS[canonical_name(values.variant)](
-        weights=None, classes=values.classes, input_shape=(size, size, 3)
+    model = CONSTRUCTORS[canonical_name(variant)](
+        weights=None, classes=classes, input_shape=(image_size, image_size, 3)
     )
     # From scratch the head is all zeros, so every image would get the same output.
     rng = np.random.default_rng(0)
     for weight in model.get_layer("head").weights:
         weight.assign(rng.normal(0, 0.02, weight.shape).astype("float32"))
+    return model
+
+
+def _build_model(values):
+    if values.weights:
+        return load_classifier(values.weights)
+    model = random_model(values.variant, values.image_size, values.classes)
     return _from_keras_model(model, f"random {values.variant}")
 
 

@@ -45,6 +45,16 @@ def test_training_benchmark_of_the_fashion_mnist_model():
 
 
 @pytest.mark.slow
+def test_hybrid_steps_prints_a_row_per_candidate():
+    stdout = run_benchmark("hybrid_steps.py", "28/1/32/1/32/1", "32/1,1/32/1/32/1", "56/1/32/1/32/2", "--batch", "4", "--runs", "1",
+                           "--warmup", "1")
+    rows = [line.split("|")[1:-1] for line in stdout.splitlines() if line.startswith("| ") and "input" not in line]
+    assert [[cell.strip() for cell in row[:4]] for row in rows] == [
+        ["28", "1, 32", "1", "49"], ["32", "1+1, 32", "1", "16"], ["56", "1, 32", "2", "49"]]
+    assert all(float(row[5].replace(",", "")) > 0 for row in rows)
+
+
+@pytest.mark.slow
 def test_profile_prints_op_types_by_self_time(tmp_path):
     stdout = run_benchmark("op_profile.py", "--variant", "Ti/16", "--batch", "1", "--passes", "1", "--bf16",
                            "--logdir", str(tmp_path / "trace"))

@@ -1,0 +1,64 @@
+"""Train-step time of candidate Fashion-MNIST hybrids (ResNet stem + small Transformer), one after another.
+
+Used to choose the shipped checkpoint's architecture (weights/FASHION_MNIST.md): each candidate is a
+`keras_vit.ViT` with a `resnet` stem, trained on a random batch as `keras_vit.training.compile_model`
+trains it (keras_vit's AdamW, clipping at global norm 1, XLA), and timed after warm-up. A candidate is
+written `input/stages/width/layers/hidden/patch`: `56/2,2/32/4/128/1` is a 56x56 input, a stem of two
+stages of two units with root width 32, and 4 Transformer layers of width 128 (MLP 4x, 4 heads) on 1x1
+patches of the stem's output. The default list is the table in weights/FASHION_MNIST.md.
+
+    python benchmarks/hybrid_steps.py
+    python benchmarks/hybrid_steps.py 28/2/64/4/128/1 56/2,2/32/4/128/1 --runs 40
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import peers  # noqa: E402
+
+CANDIDATES = ["28/2/64/4/128/1", "56/2/64/4/128/2", "56/2/32/4/128/2", "56/1,1/32/4/128/1",
+              "56/2,2/32/4/128/1", "56/1,2/32/4/128/1"]
+
+
+def parse(spec):
+    """`"56/2,2/32/4/128/1"` -> the `keras_vit.ViT` arguments of that candidate."""
+    try:
+        image, stages, width, layers, hidden, patch = spec.split("/")
+        return dict(image=int(image), stages=tuple(int(n) for n in stages.split(",")), width=int(width),
+                    layers=int(layers), hidden=int(hidden), patch=int(patch))
+    except ValueError:
+        raise SystemExit(f"A candidate is input/stages/width/layers/hidden/patch, e.g. 56/2,2/32/4/128/1. "
+                         f"Received: {spec!r}") from None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("candidates", nargs="*", default=CANDIDATES)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+
+    import keras_vit
+
+    print(f"train step, batch {args.batch}, AdamW, XLA, median of {args.runs} steps after {args.warmup}\n")
+    print("| input | stem: units per stage, width | patch | tokens | parameters | ms per step |")
+    print("|---|---|---|---|---|---|")
+    for spec in args.candidates:
+        c = parse(spec)
+        model = keras_vit.ViT(c["layers"], c["hidden"], 4 * c["hidden"], 4, c["patch"],
+                              input_shape=(c["image"], c["image"], 3), classes=10,
+                              resnet=dict(num_layers=c["stages"], width=c["width"]))
+        grid = c["image"] // (4 * 2 ** (len(c["stages"]) - 1) * c["patch"])
+        seconds = peers.keras_train_step_seconds(model, args.batch, runs=args.runs, warmup=args.warmup,
+                                                 classes=10, jit_compile=True, ours=True)
+        stem = "+".join(map(str, c["stages"]))
+        print(f"| {c['image']} | {stem}, {c['width']} | {c['patch']} | {grid * grid} | {model.count_params():,} "
+              f"| {seconds * 1000:,.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

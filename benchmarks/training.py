@@ -12,6 +12,7 @@ CPU-only machines); `--xla` keeps one of the two.
     python benchmarks/training.py --variant Ti/16 --size 224 --batch 32 --rounds 3
     python benchmarks/training.py --only keras_vit     # peak RSS of keras_vit alone
     python benchmarks/training.py --variant fmnist     # the demo's Fashion-MNIST model: 28x28, batch 128
+    python benchmarks/training.py --bf16               # mixed bfloat16 against timm under bfloat16 autocast
 """
 
 import argparse
@@ -39,13 +40,20 @@ def main():
     parser.add_argument("--no-keras-hub", action="store_true", help="skip keras-hub (not installed)")
     parser.add_argument("--xla", choices=["both", "on", "off"], default="both",
                         help="time the Keras train steps with XLA, without, or both ways")
+    parser.add_argument("--bf16", action="store_true",
+                        help="mixed bfloat16: Keras' mixed_bfloat16 policy, timm's forward pass under autocast")
     args = parser.parse_args()
     demo = args.variant == "fmnist"
     args.size = args.size or (28 if demo else 224)
     args.batch = args.batch or (128 if demo else 32)
     classes = 10 if demo else 1000
 
+    import keras
+
     import keras_vit
+
+    if args.bf16:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
 
     names = [args.only] if args.only else ["keras_vit"] + ([] if args.no_keras_hub else ["keras-hub"]) + ["timm"]
     contenders = {}
@@ -66,7 +74,8 @@ def main():
     timm = peers.TimmWorker() if "timm" in names else None
     if timm is not None:
         contenders["timm (PyTorch)"] = lambda: timm.median_seconds(
-            args.variant, args.size, args.batch, args.runs, args.warmup, classes=classes, train=True)
+            args.variant, args.size, args.batch, args.runs, args.warmup, classes=classes, bf16=args.bf16,
+            train=True)
     seconds = {name: [] for name in contenders}
     for _ in range(args.rounds):
         for name, measure in contenders.items():
@@ -80,7 +89,7 @@ def main():
     arch = peers.FASHION_MNIST
     title = (f"the Fashion-MNIST demo model ({arch['num_layers']}x{arch['hidden_size']}, MLP {arch['mlp_dim']}, "
              f"patch {arch['patch_size']})") if demo else f"ViT-{args.variant}"
-    print(f"{title} at {args.size}, batch {args.batch}, AdamW, float32\n")
+    print(f"{title} at {args.size}, batch {args.batch}, AdamW, {'mixed bfloat16' if args.bf16 else 'float32'}\n")
     print(f"| implementation | img/s | keras_vit's best / this | peak RSS MB{shared} |")
     print("|---|---|---|---|")
     ours = max((r for name, r in rate.items() if name.startswith("keras_vit")), default=None)

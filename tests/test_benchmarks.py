@@ -45,6 +45,16 @@ def test_training_benchmark_of_the_fashion_mnist_model():
 
 
 @pytest.mark.slow
+def test_training_benchmark_in_mixed_bfloat16():
+    stdout = run_benchmark("training.py", "--variant", "fmnist", "--bf16", "--xla", "off", "--rounds", "1", "--runs",
+                           "1", "--warmup", "1", "--no-keras-hub")
+    assert "at 28, batch 128, AdamW, mixed bfloat16" in stdout
+    rows = [line.split("|")[1:3] for line in stdout.splitlines() if line.startswith("| ")]
+    assert [name.strip() for name, _ in rows[1:]] == ["keras_vit", "timm (PyTorch)"]
+    assert all(float(rate) > 0 for _, rate in rows[1:])
+
+
+@pytest.mark.slow
 def test_hybrid_steps_prints_a_row_per_candidate():
     stdout = run_benchmark("hybrid_steps.py", "28/1/32/1/32/1", "32/1,1/32/1/32/1", "56/1/32/1/32/2", "--batch", "4", "--runs", "1",
                            "--warmup", "1")

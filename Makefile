@@ -41,6 +41,7 @@ bench: install-bench data
 	$(PYTHON) benchmarks/inference.py --variants B/16 --batches 8 --sizes 224 --rounds 3 --runs 5 --bf16
 	$(PYTHON) benchmarks/scaling.py --variant Ti/16 --sizes 224,384,512 --batch 1 --plot benchmarks/scaling.png
 	$(PYTHON) benchmarks/training.py --variant Ti/16 --size 224 --batch 32 --rounds 3
+	$(PYTHON) benchmarks/training.py --variant Ti/16 --size 224 --batch 32 --rounds 3 --runs 3 --bf16
 	$(PYTHON) benchmarks/training.py --variant fmnist --rounds 3
 	$(PYTHON) benchmarks/memory.py --variant Ti/16 --batches 1 8 32
 	$(PYTHON) benchmarks/pipeline.py

@@ -20,11 +20,17 @@ data:
 		apt-get update && apt-get install -y dataset-fashion-mnist; \
 	fi
 
+# Two pytest worker processes (pytest-xdist), each module's tests in one of them: on 2 cores one process
+# keeps only about one core busy (compilation and Python between TensorFlow's ops). TEST_WORKERS=0 runs
+# the suite in this process.
+TEST_WORKERS ?= 2
+PYTEST = $(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadscope
+
 test: install-test data
-	$(PYTHON) -m pytest
+	$(PYTEST)
 
 test-fast: install-test data
-	$(PYTHON) -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The main job: train a small hybrid ViT on Fashion-MNIST, evaluate, save, export, plot (measured
 # 14.8 min on 2 cores, the install already done, 90.94% test accuracy; outputs in demo_output/). `make demo DEMO_FLAGS=--quick` takes about two minutes.

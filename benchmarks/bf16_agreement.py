@@ -21,8 +21,7 @@ def main():
                          classes=fp32.output.shape[-1])
     keras.mixed_precision.set_global_policy("float32")
     bf16.set_weights(fp32.get_weights())
-    images, labels = data.load_fashion_mnist("test")
-    images = np.repeat(images, 3, axis=-1).astype("float32")
+    images, labels = data.eval_arrays(data.load("fashion_mnist", "test")[0], fp32.input.shape[1:3])
     p32 = fp32.predict(images, batch_size=500, verbose=0)
     p16 = np.asarray(bf16.predict(images, batch_size=500, verbose=0), "float32")
     print(f"top-1 agreement bf16 vs fp32: {np.mean(p32.argmax(-1) == p16.argmax(-1)):.2%}; "

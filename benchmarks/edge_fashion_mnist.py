@@ -11,21 +11,17 @@ the last 300 training images.
 import os
 
 import keras
-import numpy as np
 
 from keras_vit import checkpoints, data, litert
-
-
-def rgb(images):
-    return np.repeat(images, 3, axis=-1).astype("float32")
 
 
 def main():
     path = checkpoints.shipped_path("vit_fashion_mnist")
     model = keras.models.load_model(path)
-    train_images, _ = data.load_fashion_mnist("train")
-    test_images, test_labels = data.load_fashion_mnist("test")
-    calibration, test = rgb(train_images[-300:]), rgb(test_images)
+    # The images as evaluation feeds them to the model: resized to its input size, grey repeated to RGB.
+    size = model.input.shape[1:3]
+    calibration, _ = data.eval_arrays(data.load("fashion_mnist", "train")[0].skip(60_000 - 300), size)
+    test, test_labels = data.eval_arrays(data.load("fashion_mnist", "test")[0], size)
     out = os.environ.get("OUT", "/tmp/keras_vit_edge")
     print("| mode | size MB | median latency ms | top-1 agreement with Keras | TFLite accuracy | accuracy change | max abs diff |")
     print("|---|---|---|---|---|---|---|")

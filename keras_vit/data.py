@@ -401,6 +401,33 @@ def pipeline(
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
+def eval_arrays(dataset, image_size, channels=3, batch_size=1000):
+    """The images of an unbatched `{"image", "label"}` dataset as evaluation feeds
+    them to a model (`pipeline(..., training=False)`: resized whole, bilinear,
+    to `image_size`, grayscale repeated to `channels`), gathered into numpy.
+
+    For scoring a model or a TFLite file on exactly the inputs `model.evaluate`
+    on the pipeline would give it, e.g. Fashion-MNIST's 28x28 test images for a
+    model trained at 56x56.
+
+    Returns:
+        `(images, labels)`: float32 `(N, height, width, channels)` in [0, 255]
+        and int64 `(N,)`.
+
+    Example:
+
+    >>> source = tf.data.Dataset.from_tensor_slices(
+    ...     {"image": np.zeros((3, 28, 28, 1), "uint8"), "label": np.arange(3)})
+    >>> images, labels = eval_arrays(source, 56)
+    >>> images.shape, labels.tolist()
+    ((3, 56, 56, 3), [0, 1, 2])
+    """
+    batches = list(pipeline(dataset, image_size, batch_size, num_classes=0, channels=channels).as_numpy_iterator())
+    if not batches:
+        raise ValueError("The dataset holds no images.")
+    return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])
+
+
 def _batch_augmenter(randaugment, mixup, cutmix, seed):
     """Keras core augmentation layers applied to whole batches inside tf.data."""
     import keras

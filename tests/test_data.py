@@ -103,6 +103,19 @@ def test_eval_resizes_the_whole_image_without_crop():
     np.testing.assert_array_equal(y, [0, 1])
 
 
+def test_eval_arrays_are_the_evaluation_inputs_as_numpy():
+    images, labels = data.load_fashion_mnist("test")
+    source = tf.data.Dataset.from_tensor_slices({"image": images[:300], "label": labels[:300]})
+    x, y = data.eval_arrays(source, 56, batch_size=128)  # three batches, the last one short
+    assert x.dtype == np.float32 and x.shape == (300, 56, 56, 3) and y.tolist() == labels[:300].tolist()
+    expected = tf.image.resize(images[:300].astype("float32"), (56, 56), "bilinear").numpy()
+    np.testing.assert_array_equal(x, np.repeat(expected, 3, axis=-1))
+    x28, _ = data.eval_arrays(source, 28, channels=1)
+    np.testing.assert_array_equal(x28, images[:300].astype("float32"))
+    with pytest.raises(ValueError, match="no images"):
+        data.eval_arrays(source.take(0), 28)
+
+
 def test_translate_shifts_whole_images_by_at_most_n_pixels():
     rng = np.random.default_rng(0)
     images = rng.integers(1, 256, (64, 12, 12, 1)).astype("uint8")  # no zero pixels: padding shows

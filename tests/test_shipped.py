@@ -27,8 +27,8 @@ def test_shipped_model_has_its_recorded_test_accuracy():
     entry = checkpoints.SHIPPED["vit_fashion_mnist"]
     model = keras.models.load_model(checkpoints.shipped_path("vit_fashion_mnist"))
     assert model.count_params() == entry["parameters"]
-    images, labels = data.load_fashion_mnist("test")
-    predicted = model.predict(np.repeat(images, 3, axis=-1).astype("float32"), batch_size=1000, verbose=0).argmax(-1)
+    images, labels = data.eval_arrays(data.load("fashion_mnist", "test")[0], model.input.shape[1:3])
+    predicted = model.predict(images, batch_size=1000, verbose=0).argmax(-1)
     assert np.mean(predicted == labels) == pytest.approx(entry["test_accuracy"], abs=1e-4)
 
 
@@ -56,16 +56,19 @@ def _weights_ship():
     return module
 
 
-def test_ship_writes_the_model_without_optimizer_and_reports_what_it_measured(tmp_path):
+@pytest.mark.parametrize("size", [28, 56])
+def test_ship_writes_the_model_without_optimizer_and_reports_what_it_measured(tmp_path, size):
     import keras
+    import tensorflow as tf
 
     import keras_vit
     from keras_vit.download import sha256_of
 
-    model = keras_vit.ViT(1, 32, 64, 2, 7, input_shape=(28, 28, 3), classes=10)
+    model = keras_vit.ViT(1, 32, 64, 2, 7, input_shape=(size, size, 3), classes=10)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     images, labels = data.load_fashion_mnist("test")
-    images = np.repeat(images, 3, axis=-1).astype("float32")
+    # A model trained at 56x56 is scored on the test images resized as evaluation resizes them.
+    images = tf.image.resize(np.repeat(images, 3, axis=-1).astype("float32"), (size, size), "bilinear").numpy()
     model.fit(images[:64], labels[:64], epochs=1, verbose=0)  # builds the optimizer's slots
     model.save(tmp_path / "run.keras")
     report = _weights_ship().ship(str(tmp_path / "run.keras"), str(tmp_path / "out" / "shipped.keras"))

@@ -44,8 +44,9 @@ def ship(model_path, output, data_dir=None):
     atomic.write_with(output, model.save)
     write_labels(output, data.FASHION_MNIST_CLASSES)
     shipped = keras.models.load_model(output)
-    images, labels = data.load_fashion_mnist("test", data_dir=data_dir)
-    images = np.repeat(images, shipped.input.shape[-1], axis=-1).astype("float32")
+    # The test images as the training run's final evaluation fed them (resized to the input size).
+    images, labels = data.eval_arrays(data.load("fashion_mnist", "test", data_dir)[0], shipped.input.shape[1:3],
+                                      shipped.input.shape[-1])
     predicted = shipped.predict(images, batch_size=1000, verbose=0).argmax(-1)
     return dict(
         file=os.path.basename(output), bytes=os.path.getsize(output), sha256=sha256_of(output),

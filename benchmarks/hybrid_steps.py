@@ -43,20 +43,20 @@ def main():
     args = parser.parse_args()
 
     import keras_vit
+    from keras_vit.variants import resnet_config, resnet_stride
 
     print(f"train step, batch {args.batch}, AdamW, XLA, median of {args.runs} steps after {args.warmup}\n")
     print("| input | stem: units per stage, width | patch | tokens | parameters | ms per step |")
     print("|---|---|---|---|---|---|")
     for spec in args.candidates:
         c = parse(spec)
+        stem = resnet_config(dict(num_layers=c["stages"], width=c["width"]))
         model = keras_vit.ViT(c["layers"], c["hidden"], 4 * c["hidden"], 4, c["patch"],
-                              input_shape=(c["image"], c["image"], 3), classes=10,
-                              resnet=dict(num_layers=c["stages"], width=c["width"]))
-        grid = c["image"] // (4 * 2 ** (len(c["stages"]) - 1) * c["patch"])
+                              input_shape=(c["image"], c["image"], 3), classes=10, resnet=stem)
+        grid = c["image"] // (resnet_stride(stem) * c["patch"])
         seconds = peers.keras_train_step_seconds(model, args.batch, runs=args.runs, warmup=args.warmup,
                                                  classes=10, jit_compile=True, ours=True)
-        stem = "+".join(map(str, c["stages"]))
-        print(f"| {c['image']} | {stem}, {c['width']} | {c['patch']} | {grid * grid} | {model.count_params():,} "
+        print(f"| {c['image']} | {'+'.join(map(str, c['stages']))}, {c['width']} | {c['patch']} | {grid * grid} | {model.count_params():,} "
               f"| {seconds * 1000:,.0f} |", flush=True)
 
 

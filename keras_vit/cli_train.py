@@ -73,6 +73,8 @@ def define_flags(values, **defaults):
       "ImageNet-scale data; on 28x28 Fashion-MNIST any crop slowed learning in our runs.", **kw)
     B("flip", True, "Random horizontal flips.", **kw)
     I("translate", d.get("translate", 0), "Random shifts of up to N pixels (zero padding) when not cropping.", **kw)
+    F("erasing", 0.0, "Random erasing probability (0: off): one rectangle of 2%-33% of the image "
+      "filled with noise (Zhong et al. 2020; timm's --reprob).", **kw)
     B("randaugment", False, "Keras RandAugment.", **kw)
     F("mixup", 0.0, "MixUp alpha (0: off).", **kw)
     F("cutmix", 0.0, "CutMix alpha (0: off).", **kw)
@@ -89,7 +91,7 @@ def define_flags(values, **defaults):
 def augmentation(values):
     """The per-image training augmentation the flags ask for, as `data.pipeline` arguments."""
     return dict(area_range=None if values.crop_area_min >= 1 else (values.crop_area_min, 1.0),
-                flip=values.flip, translate=values.translate)
+                flip=values.flip, translate=values.translate, erasing=values.erasing)
 
 
 def jit_compile(values):

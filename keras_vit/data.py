@@ -9,7 +9,7 @@ sub-folder per class, and Fashion-MNIST read from its original idx files
 Train-time augmentation follows the paper (Dosovitskiy et al., ICLR 2021,
 https://arxiv.org/abs/2010.11929, appendix B): an Inception crop covering
 5%-100% of the image and a random horizontal flip, plus optional RandAugment,
-MixUp and CutMix from Keras core. Evaluation resizes the whole image (no
+MixUp and CutMix from Keras core and random erasing (`keras_vit.erasing`). Evaluation resizes the whole image (no
 crop). Images leave the pipeline as float32 RGB pixels in [0, 255], which is
 what `keras_vit` models take (`include_preprocessing=True`).
 
@@ -285,6 +285,7 @@ def pipeline(
     area_range=(0.05, 1.0),
     flip=True,
     translate=0,
+    erasing=0.0,
     randaugment=False,
     mixup=0.0,
     cutmix=0.0,
@@ -313,6 +314,9 @@ def pipeline(
         translate: int, random shifts of up to this many pixels each way
             when training and not cropping (zero padding, then a random
             crop back to `image_size`). Defaults to `0`.
+        erasing: float, the probability of random erasing when training
+            (`keras_vit.erasing`: one rectangle of 2%-33% of the image filled
+            with noise); `0` disables it. Defaults to `0`.
         randaugment: bool, Keras' `RandAugment` (2 ops, factor 0.5).
         mixup: float, MixUp alpha; `0` disables it. Needs one-hot labels.
         cutmix: float, CutMix alpha; `0` disables it.
@@ -352,7 +356,11 @@ def pipeline(
     # Crops and shifts differ per image; the rest (cast, resize, flip) runs on whole batches,
     # which saves tf.data's per-element work (3.4 of every 110 CPU-seconds of a Fashion-MNIST epoch;
     # benchmarks/pipeline.py).
-    per_image = (training and (area_range is not None or translate)
+    if erasing:
+        from keras_vit import erasing as erasing_lib
+
+        erasing_lib.check(erasing)
+    per_image = (training and (area_range is not None or translate or erasing)
                  or not dataset.element_spec["image"].shape.is_fully_defined())  # sizes differ: resize first
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -382,6 +390,9 @@ def pipeline(
         if training and flip:
             # Each image of a batch is flipped or not on its own.
             image = tf.image.stateless_random_flip_left_right(image, element_seed[2:])
+        if training and erasing:
+            erase_seed = tf.random.experimental.stateless_fold_in(element_seed[:2], 1)
+            image = erasing_lib.random_erasing(image, erase_seed, probability=erasing)
         image = tf.ensure_shape(image, image.shape[:-3] + size + (in_channels,))
         image = _to_channels(tf.clip_by_value(image, 0.0, 255.0), channels)
         label = element["label"]

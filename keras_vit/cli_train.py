@@ -201,9 +201,14 @@ NOT_SETTINGS = ("output_dir", "verbose", "data_dir", "manual_dir", "tpu")
 
 def run_settings(values):
     """What defines a run, for `keras_vit.resume`: the training flags but `NOT_SETTINGS`."""
+    return {name: getattr(values, name) for name in setting_defaults()}
+
+
+def setting_defaults():
+    """Each setting's default, which `keras_vit.resume` assumes for one a backed-up run did not record."""
     training_flags = flags.FlagValues()
     define_flags(training_flags)
-    return {name: getattr(values, name) for name in training_flags if name not in NOT_SETTINGS}
+    return {name: training_flags[name].default for name in training_flags if name not in NOT_SETTINGS}
 
 
 def run(values, callbacks=()):
@@ -267,7 +272,8 @@ def run(values, callbacks=()):
 
     output_dir = values.output_dir
     own_dir = distribute.writable_dir(output_dir, strategy)
-    all_callbacks = resume.callbacks(output_dir, run_settings(values), strategy, own_dir=own_dir) + [
+    all_callbacks = resume.callbacks(output_dir, run_settings(values), strategy, own_dir=own_dir,
+                                     defaults=setting_defaults()) + [
         keras.callbacks.TensorBoard(os.path.join(own_dir, "logs")),
         *callbacks,
     ]

@@ -48,8 +48,12 @@ def _normal(settings):
     return json.loads(json.dumps(settings, sort_keys=True))
 
 
-def check_settings(backup, settings):
+def check_settings(backup, settings, defaults=None):
     """Records `settings` for a new run, or checks that the backed-up run was started with them.
+
+    A setting the backed-up run did not record (one added to the package since
+    it started) counts as its value in `defaults`, so an upgrade does not stop
+    a run from resuming while the new setting stays at its default.
 
     Returns:
         bool, whether this is a new run: no epoch of a run is backed up in
@@ -65,6 +69,7 @@ def check_settings(backup, settings):
     if resuming and os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
+        saved = {**{name: value for name, value in _normal(defaults or {}).items() if name in settings}, **saved}
         if saved != settings:
             changed = ", ".join(
                 f"{name}={saved.get(name)!r} (now {settings.get(name)!r})"
@@ -83,7 +88,7 @@ def check_settings(backup, settings):
     return not resuming
 
 
-def callbacks(output_dir, settings, strategy=None, keep_checkpoints=True, own_dir=None):
+def callbacks(output_dir, settings, strategy=None, keep_checkpoints=True, own_dir=None, defaults=None):
     """Callbacks that make a run resumable, keep its history and its latest weights.
 
     Args:
@@ -94,6 +99,8 @@ def callbacks(output_dir, settings, strategy=None, keep_checkpoints=True, own_di
         keep_checkpoints: bool, also keep `checkpoints/latest.weights.h5`.
         own_dir: where this worker writes its history and checkpoints;
             defaults to `distribute.writable_dir(output_dir, strategy)`.
+        defaults: dict, the default of each setting, for a run backed up
+            before a setting existed (`check_settings`).
 
     Returns:
         A list of callbacks for `model.fit`.
@@ -105,7 +112,7 @@ def callbacks(output_dir, settings, strategy=None, keep_checkpoints=True, own_di
     own_dir = own_dir or distribute.writable_dir(output_dir, strategy)
     os.makedirs(own_dir, exist_ok=True)
     history = os.path.join(own_dir, HISTORY_FILE)
-    if check_settings(backup, settings) and os.path.exists(history):
+    if check_settings(backup, settings, defaults) and os.path.exists(history):
         os.remove(history)  # a finished run's, or one that never finished an epoch
     result = [
         # Before the backup: an epoch killed between the two is trained again and

@@ -58,6 +58,30 @@ def test_an_unfinished_run_refuses_other_settings_and_resumes_with_its_own(tmp_p
     assert json.loads((backup / resume.SETTINGS_FILE).read_text())["epochs"] == 5
 
 
+def test_a_run_backed_up_before_a_setting_existed_resumes_while_it_stays_at_its_default(tmp_path):
+    out = tmp_path / "out"
+    backup = out / "backup"
+    old = {"epochs": 4, "translate": 2}
+    resume.callbacks(str(out), old)
+    (backup / "training_metadata.json").write_text('{"epoch": 1}')
+    now, defaults = {**old, "erasing": 0.0}, {"epochs": 10, "translate": 0, "erasing": 0.0}
+    assert len(resume.callbacks(str(out), now, defaults=defaults)) == 3
+    with pytest.raises(ValueError, match=r"erasing=0.0 \(now 0.5\)"):
+        resume.callbacks(str(out), {**now, "erasing": 0.5}, defaults=defaults)
+    with pytest.raises(ValueError, match="erasing=None"):  # without the defaults the new setting differs
+        resume.callbacks(str(out), now)
+    with pytest.raises(ValueError, match=r"translate=2 \(now 0\)"):  # recorded settings are never defaulted
+        resume.callbacks(str(out), {**now, "translate": 0}, defaults=defaults)
+
+
+def test_train_records_every_training_flag_with_its_default():
+    from keras_vit import cli_train
+
+    defaults = cli_train.setting_defaults()
+    assert defaults["erasing"] == 0.0 and defaults["epochs"] == 10
+    assert not set(cli_train.NOT_SETTINGS) & set(defaults)
+
+
 def test_run_settings_leave_out_where_a_run_writes_and_what_it_prints(tmp_path):
     values = cli_train._parse(["train", f"--output_dir={tmp_path}", "--verbose=0", "--epochs=3"])
     settings = cli_train.run_settings(values)

@@ -9,9 +9,10 @@ sub-folder per class, and Fashion-MNIST read from its original idx files
 Train-time augmentation follows the paper (Dosovitskiy et al., ICLR 2021,
 https://arxiv.org/abs/2010.11929, appendix B): an Inception crop covering
 5%-100% of the image and a random horizontal flip, plus optional RandAugment,
-MixUp and CutMix from Keras core and random erasing (`keras_vit.erasing`). Evaluation resizes the whole image (no
-crop). Images leave the pipeline as float32 RGB pixels in [0, 255], which is
-what `keras_vit` models take (`include_preprocessing=True`).
+MixUp and CutMix from Keras core and random erasing (`keras_vit.erasing`).
+Evaluation resizes the whole image (no crop). Images leave the pipeline as
+float32 RGB pixels in [0, 255], which is what `keras_vit` models take
+(`include_preprocessing=True`).
 
 Randomness is stateless and derived from one seed, so two pipelines built
 with the same seed yield the same batches.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_vit import data
+from keras_vit import data, sources
 
 
 def write_idx(path, array):
@@ -21,7 +21,7 @@ def fake_fashion_mnist(root, n=12):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, 28, 28)).astype("uint8")
     labels = (np.arange(n) % 10).astype("uint8")
-    for split, (img_name, lbl_name) in data._FASHION_MNIST_FILES.items():
+    for split, (img_name, lbl_name) in sources._FASHION_MNIST_FILES.items():
         write_idx(os.path.join(root, img_name + ".gz"), images)
         write_idx(os.path.join(root, lbl_name + ".gz"), labels)
     return images, labels

@@ -5,7 +5,10 @@ and reports the top-1 agreement with float32, both accuracies and the max abs di
 probabilities.
 
     python benchmarks/bf16_agreement.py
+    python benchmarks/bf16_agreement.py --model OUT/model.keras   # a candidate, before shipping it
 """
+
+import argparse
 
 import keras
 import numpy as np
@@ -15,7 +18,10 @@ from keras_vit import checkpoints, data, loading
 
 
 def main():
-    fp32 = keras.models.load_model(checkpoints.shipped_path("vit_fashion_mnist"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="A Fashion-MNIST .keras model (default: the shipped one).")
+    args = parser.parse_args()
+    fp32 = keras.models.load_model(args.model or checkpoints.shipped_path("vit_fashion_mnist"))
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     bf16 = keras_vit.ViT(**loading.model_architecture(fp32), input_shape=fp32.input.shape[1:],
                          classes=fp32.output.shape[-1])

@@ -6,8 +6,10 @@ max abs difference of the probabilities. int8 and selective are calibrated on
 the last 300 training images.
 
     python benchmarks/edge_fashion_mnist.py          # files go to $OUT or /tmp/keras_vit_edge
+    python benchmarks/edge_fashion_mnist.py --model OUT/model.keras   # a candidate, before shipping it
 """
 
+import argparse
 import os
 
 import keras
@@ -16,7 +18,10 @@ from keras_vit import checkpoints, data, litert
 
 
 def main():
-    path = checkpoints.shipped_path("vit_fashion_mnist")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="A Fashion-MNIST .keras model (default: the shipped one).")
+    args = parser.parse_args()
+    path = args.model or checkpoints.shipped_path("vit_fashion_mnist")
     model = keras.models.load_model(path)
     # The images as evaluation feeds them to the model: resized to its input size, grey repeated to RGB.
     size = model.input.shape[1:3]

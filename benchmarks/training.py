@@ -13,6 +13,7 @@ CPU-only machines); `--xla` keeps one of the two.
     python benchmarks/training.py --only keras_vit     # peak RSS of keras_vit alone
     python benchmarks/training.py --variant fmnist     # the demo's Fashion-MNIST model: 28x28, batch 128
     python benchmarks/training.py --bf16               # mixed bfloat16 against timm under bfloat16 autocast
+    python benchmarks/training.py --only keras_vit --xla off --inter_op 1   # TensorFlow's threads between ops
 """
 
 import argparse
@@ -42,6 +43,9 @@ def main():
                         help="time the Keras train steps with XLA, without, or both ways")
     parser.add_argument("--bf16", action="store_true",
                         help="mixed bfloat16: Keras' mixed_bfloat16 policy, timm's forward pass under autocast")
+    parser.add_argument("--inter_op", type=int, default=0,
+                        help="threads TensorFlow runs independent ops on (0: its default, one per core); "
+                             "the Keras contenders only")
     args = parser.parse_args()
     demo = args.variant == "fmnist"
     args.size = args.size or (28 if demo else 224)
@@ -49,9 +53,11 @@ def main():
     classes = 10 if demo else 1000
 
     import keras
+    import tensorflow as tf
 
     import keras_vit
 
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)  # before the first op runs
     if args.bf16:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
 

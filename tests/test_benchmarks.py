@@ -64,6 +64,53 @@ def test_hybrid_steps_prints_a_row_per_candidate():
     assert all(float(row[5].replace(",", "")) > 0 for row in rows)
 
 
+def test_closed_form_group_norm_matches_keras_and_its_gradient():
+    # `--group_norm closed_form` must time the function Keras' GroupNormalization computes, and its true gradient:
+    # forward against the Keras layer, gradients against TensorFlow differentiating the textbook formula.
+    import numpy as np
+    import tensorflow as tf
+    from keras import layers
+
+    import hybrid_steps
+
+    rng = np.random.default_rng(0)
+    x, weights = (tf.constant(rng.normal(2.0, 3.0, (2, 5, 5, 8)), tf.float32) for _ in range(2))
+    gamma, beta = (tf.constant(rng.normal(1.0, 0.5, 8), tf.float32) for _ in range(2))
+    keras_layer = layers.GroupNormalization(groups=4, epsilon=1e-5)
+    keras_layer.build(x.shape)
+    keras_layer.set_weights([gamma.numpy(), beta.numpy()])
+
+    def textbook(x, gamma, beta):
+        grouped = tf.reshape(x, (2, 5, 5, 4, 2))
+        mean, variance = tf.nn.moments(grouped, axes=(1, 2, 4), keepdims=True)
+        out = (grouped - mean) * tf.math.rsqrt(variance + 1e-5) * tf.reshape(gamma, (4, 2)) + tf.reshape(beta, (4, 2))
+        return tf.reshape(out, x.shape)
+
+    def value_and_grads(fn):
+        with tf.GradientTape() as tape:
+            tape.watch([x, gamma, beta])
+            y = fn(x, gamma, beta)
+            loss = tf.reduce_sum(y * weights)
+        return [y, *tape.gradient(loss, [x, gamma, beta])]
+
+    ours = value_and_grads(lambda x, gamma, beta: hybrid_steps.closed_form_group_norm(x, gamma, beta, 4, 1e-5))
+    np.testing.assert_allclose(ours[0].numpy(), keras_layer(x).numpy(), atol=1e-5)
+    for got, want in zip(ours, value_and_grads(textbook)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4)
+
+
+def test_hybrid_steps_without_group_norm_drops_its_parameters():
+    counts = {}
+    for kind in ("keras", "none"):
+        stdout = run_benchmark("hybrid_steps.py", "32/1/32/1/32/1", "--batch", "2", "--runs", "1", "--warmup", "1",
+                               "--group_norm", kind)
+        assert f"stem GroupNorm: {kind}" in stdout
+        row = [line.split("|")[1:-1] for line in stdout.splitlines() if line.startswith("| 32 ")][0]
+        counts[kind] = int(row[4].replace(",", ""))
+    # A scale and an offset per channel: the root's 32, and one bottleneck unit's 32, 32, 128 and projection's 128.
+    assert counts["keras"] - counts["none"] == 2 * (32 + 32 + 32 + 128 + 128)
+
+
 @pytest.mark.slow
 def test_profile_prints_op_types_by_self_time(tmp_path):
     stdout = run_benchmark("op_profile.py", "--variant", "Ti/16", "--batch", "1", "--passes", "1", "--bf16",

@@ -43,6 +43,9 @@ demo: install data
 # machine: ratios within one run hold, absolute figures drift between runs.
 bench: install-bench data
 	$(PYTHON) benchmarks/ceiling.py
+	$(PYTHON) benchmarks/matmul_bound.py --variant Ti/16 --size 224 --batch 32 --mode train --rounds 3
+	$(PYTHON) benchmarks/matmul_bound.py --variant B/16 --size 224 --batch 8 --mode infer --rounds 3
+	$(PYTHON) benchmarks/matmul_bound.py --variant B/16 --size 224 --batch 8 --mode infer --bf16 --rounds 3
 	$(PYTHON) benchmarks/inference.py --variants Ti/16,B/16 --batches 1,8 --sizes 224,384 --rounds 3 --runs 5
 	$(PYTHON) benchmarks/inference.py --variants B/16 --batches 8 --sizes 224 --rounds 3 --runs 5 --bf16
 	$(PYTHON) benchmarks/scaling.py --variant Ti/16 --sizes 224,384,512 --batch 1 --plot benchmarks/scaling.png

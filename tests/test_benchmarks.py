@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end (tiny settings; no timing is asserted)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -109,6 +110,30 @@ def test_hybrid_steps_without_group_norm_drops_its_parameters():
         counts[kind] = int(row[4].replace(",", ""))
     # A scale and an offset per channel: the root's 32, and one bottleneck unit's 32, 32, 128 and projection's 128.
     assert counts["keras"] - counts["none"] == 2 * (32 + 32 + 32 + 128 + 128)
+
+
+def test_matmul_bound_lists_every_product_of_the_pass():
+    import matmul_bound
+    import peers
+
+    row = peers.architecture("B/16")
+    forward = matmul_bound.products(row, 224, 2, "infer")
+    assert sum(map(matmul_bound.gflop, forward)) == pytest.approx(2 * inference.gflop_per_image("B/16", 224))
+    # Training: every product again for each operand's gradient (the image's excepted), and the scores recomputed.
+    train = matmul_bound.products(row, 224, 2, "train")
+    patch = 2 * 196 * 768 * 768 * 2 / 1e9
+    scores = 2 * 2 * 12 * 197 * 64 * 197 * 12 / 1e9
+    assert sum(map(matmul_bound.gflop, train)) == pytest.approx(3 * 2 * inference.gflop_per_image("B/16", 224)
+                                                                - patch + scores)
+
+
+def test_matmul_bound_times_both_libraries():
+    stdout = run_benchmark("matmul_bound.py", "--variant", "fmnist", "--size", "28", "--batch", "2", "--rounds", "1",
+                           "--runs", "1", "--warmup", "0")
+    rows = [line.split("|")[1:-1] for line in stdout.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 21 and all(float(ms) > 0 for row in rows for ms in row[4::2])  # each library's ms
+    for library in ("TensorFlow", "PyTorch"):
+        assert re.search(rf"^{library}: matmuls alone \d+ ms per pass -> at most [\d.]+ img/s", stdout, re.M)
 
 
 @pytest.mark.slow

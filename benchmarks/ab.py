@@ -24,7 +24,9 @@ then:
   from the kept query and key (`keras_vit.attention`) against keeping them; training only;
 - `normalized_products`: each LayerNorm taken into the product after it (q/k/v, the MLP), whose
   backward pass recomputes the normalised tensor (`keras_vit.normalization.normalized_product`),
-  against the LayerNorm on its own, whose output the product keeps; training only.
+  against the LayerNorm on its own, whose output the product keeps; training only;
+- `column_sums`: the bias and LayerNorm-weight gradients as a product with a row of ones
+  (`keras_vit.normalization.column_sum`) against TensorFlow's `Sum` over the rows; training only.
 
 The same model (same weights) is traced twice, once each way, and the two are timed in turn: forward
 passes by default, or training steps (AdamW, sparse cross-entropy) with `--train`.
@@ -82,6 +84,7 @@ def undone(change):
         "attention_probabilities": [(attention, "_attend", keep_probabilities)],
         "normalized_products": [(attention, "self_attention", normalizing_first(attention.self_attention, 1)),
                                 (mlp, "mlp", normalizing_first(mlp.mlp, 2))],
+        "column_sums": [(normalization, "column_sum", lambda x: ops.sum(ops.reshape(x, (-1, x.shape[-1])), axis=0))],
     }[change]
     saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
     for module, name, before in patches:
@@ -106,6 +109,8 @@ DESCRIPTIONS = {
                                 "attention probabilities recomputed in the backward pass"),
     "normalized_products": ("LayerNorm output kept for q/k/v and the MLP",
                             "LayerNorm output recomputed (normalized_product, mlp with norm)"),
+    "column_sums": ("bias and LayerNorm gradients by TensorFlow's Sum over rows",
+                    "bias and LayerNorm gradients as a product with ones (column_sum)"),
 }
 CHANGES = tuple(DESCRIPTIONS)
 

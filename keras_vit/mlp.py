@@ -88,7 +88,7 @@ def _fused(approximate, epsilon):
             value, d_pre = _gelu_backward(value_and_derivative, kept[0], d_hidden)
             d_kernel_1 = matmul(value, d_out, transpose_a=True)
             d_inputs = matmul(d_pre, kernel_0, transpose_b=True)
-            weight_grads = [ops.sum(d_pre, axis=0), d_kernel_1, ops.sum(d_out, axis=0)]
+            weight_grads = [normalization.column_sum(d_pre), d_kernel_1, normalization.column_sum(d_out)]
             if norm:
                 y, d_inputs, dgamma, dbeta = normalization.backward(*kept[1:], gamma, beta, d_inputs, dtype)
                 weight_grads = [dgamma, dbeta, matmul(y, d_pre, transpose_a=True)] + weight_grads

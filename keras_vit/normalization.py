@@ -57,10 +57,9 @@ def _x_hat(x, mean, rstd):
 def _gradient(dy, x_hat, rstd, gamma):
     """`(dx, dgamma, dbeta)` in float32 for the incoming gradient `dy` of the LayerNorm output."""
     dy = ops.cast(dy, "float32")
-    batch_axes = tuple(range(len(dy.shape) - 1))
     g = dy * gamma
     dx = rstd * (g - ops.mean(g, axis=-1, keepdims=True) - x_hat * ops.mean(g * x_hat, axis=-1, keepdims=True))
-    return dx, ops.sum(dy * x_hat, axis=batch_axes), ops.sum(dy, axis=batch_axes)
+    return dx, column_sum(dy * x_hat), column_sum(dy)
 
 
 def backward(x, mean, rstd, gamma, beta, dy, dtype):
@@ -119,6 +118,21 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     return ops.matmul(ops.transpose(a) if transpose_a else a, ops.transpose(b) if transpose_b else b)
 
 
+def column_sum(x):
+    """The sum of `x` over all axes but the last: a bias's or a LayerNorm weight's gradient, shape `(N,)`.
+
+    On TensorFlow outside XLA this is the product of a row of ones with `x` as rows: TensorFlow's `Sum`
+    over the first axis of a `(6304, 768)` tensor takes 2-5x as long as that product
+    (benchmarks/RESULTS.md, "Fifth round"). Elsewhere, `ops.sum`.
+    """
+    rows = ops.reshape(x, (-1, x.shape[-1]))
+    if keras.backend.backend() == "tensorflow" and not xla_compiling():
+        import tensorflow as tf
+
+        return ops.reshape(tf.linalg.matmul(tf.ones((1, tf.shape(rows)[0]), rows.dtype), rows), (-1,))
+    return ops.sum(rows, axis=0)
+
+
 @functools.lru_cache(maxsize=None)
 def _normalized_product(epsilon):
     @ops.custom_gradient
@@ -136,7 +150,7 @@ def _normalized_product(epsilon):
             kept = after(d_out, rows, mean, rstd)  # y is recomputed, not kept
             y, dx, dgamma, dbeta = backward(*kept, gamma, beta, d_y, dtype)
             d_kernel = matmul(y, d_out, transpose_a=True)
-            return ops.reshape(ops.cast(dx, x.dtype), ops.shape(x)), dgamma, dbeta, d_kernel, ops.sum(d_out, axis=0)
+            return ops.reshape(ops.cast(dx, x.dtype), ops.shape(x)), dgamma, dbeta, d_kernel, column_sum(d_out)
 
         return outputs, grad
 

@@ -136,6 +136,13 @@ def test_matmul_bound_times_both_libraries():
         assert re.search(rf"^{library}: matmuls alone \d+ ms per pass -> at most [\d.]+ img/s", stdout, re.M)
 
 
+def test_column_sums_prints_the_three_ways_per_shape():
+    stdout = run_benchmark("column_sums.py", "--rows", "64", "--widths", "8,16", "--runs", "1")
+    rows = [line.split("|")[1:-1] for line in stdout.splitlines() if line.startswith("| 64 x")]
+    assert [row[0].strip() for row in rows] == ["64 x 8", "64 x 16"]
+    assert all(float(cell) > 0 for row in rows for cell in row[1:])
+
+
 @pytest.mark.slow
 def test_profile_prints_op_types_by_self_time(tmp_path):
     stdout = run_benchmark("op_profile.py", "--variant", "Ti/16", "--batch", "1", "--passes", "1", "--bf16",

@@ -88,3 +88,34 @@ def test_blocks_take_the_fused_path_only_where_it_is_exact(monkeypatch):
     assert len(calls) == 1
     dropping(x, training=False)
     assert len(calls) == 2
+
+
+def test_bias_gradients_are_products_with_ones_not_sums_over_rows():
+    # `normalization.column_sum` (TensorFlow's `Sum` over rows is slow); `benchmarks/ab.py --change column_sums`
+    # restores the sums, and must, for its timing to mean anything.
+    import contextlib
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import ab
+
+    dense_0, dense_1 = dense_pair()
+    x = tf.constant(np.random.default_rng(1).normal(size=(6, 8)).astype("float32"))
+    variables = dense_0.trainable_variables + dense_1.trainable_variables
+
+    def op_types(context):
+        with context:
+            @tf.function
+            def step(x):
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_sum(mlp.mlp(dense_0, dense_1, x))
+                return tape.gradient(loss, variables)
+
+            graph = step.get_concrete_function(x).graph
+        return [op.type for op in graph.get_operations()] + [
+            op.type for function in graph._functions.values() for op in function.graph.get_operations()]
+
+    now, before = op_types(contextlib.nullcontext()), op_types(ab.undone("column_sums"))
+    assert before.count("Sum") - now.count("Sum") == 2  # the two biases'
+    assert now.count("MatMul") - before.count("MatMul") == 2

@@ -138,3 +138,16 @@ def test_normalized_product_equals_the_layer_then_the_product(policy, traced):
         assert a.dtype == b.dtype, name
         a, b = np.asarray(tf.cast(a, "float32")), np.asarray(tf.cast(b, "float32"))
         np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance * np.abs(b).max(), err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_column_sum_is_the_sum_over_all_but_the_last_axis(dtype):
+    x = np.random.default_rng(0).normal(size=(4, 37, 24)).astype("float32")
+    want = x.reshape(-1, 24).sum(axis=0)
+    tolerance = 1e-4 if dtype == "float32" else 0.05 * np.abs(x).sum(axis=(0, 1)).max()
+    eager = normalization.column_sum(tf.cast(x, dtype))
+    # In a graph with the leading sizes unknown, as in a training step of any batch size.
+    traced = tf.function(normalization.column_sum, input_signature=[tf.TensorSpec((None, None, 24), dtype)])
+    for got in (eager, traced(tf.cast(x, dtype))):
+        assert got.shape == (24,) and got.dtype == dtype
+        np.testing.assert_allclose(tf.cast(got, "float32").numpy(), want, atol=tolerance, rtol=0)

@@ -100,6 +100,7 @@ def test_closed_form_group_norm_matches_keras_and_its_gradient():
         np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_hybrid_steps_without_group_norm_drops_its_parameters():
     counts = {}
     for kind in ("keras", "none"):

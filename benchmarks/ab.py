@@ -40,7 +40,8 @@ passes by default, or training steps (AdamW, sparse cross-entropy) with `--train
 import argparse
 import contextlib
 import statistics
-import time
+
+from timing import median_seconds
 
 
 @contextlib.contextmanager
@@ -195,12 +196,7 @@ def main():
     seconds = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name, step in steps.items():
-            times = []
-            for _ in range(args.runs):
-                start = time.perf_counter()
-                step()
-                times.append(time.perf_counter() - start)
-            seconds[name].append(statistics.median(times))
+            seconds[name].append(median_seconds(step, args.runs))
     mode = ("mixed bfloat16" if args.bf16 else "float32") + (", XLA" if args.xla else "")
     what = "training steps" if args.train else "forward passes"
     print(f"ViT-{args.variant} at {args.size}, batch {args.batch}, {mode}, {what}; "

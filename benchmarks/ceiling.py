@@ -7,8 +7,8 @@ this rate, is the share of the ceiling a model reaches.
 """
 
 import argparse
-import statistics
-import time
+
+from timing import median_seconds
 
 
 def matmul_gflops(size=2048, dtype="float32", runs=20, warmup=3):
@@ -18,13 +18,7 @@ def matmul_gflops(size=2048, dtype="float32", runs=20, warmup=3):
     a = tf.random.uniform((size, size), dtype=tf.float32)
     a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
     matmul = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y)[:1, :1], tf.float32)))
-    times = []
-    for i in range(warmup + runs):
-        start = time.perf_counter()
-        matmul(a, b).numpy()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times) / 1e9
+    return 2 * size**3 / median_seconds(lambda: matmul(a, b).numpy(), runs, warmup) / 1e9
 
 
 def main():

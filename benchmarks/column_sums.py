@@ -10,18 +10,8 @@ q/k/v projection and the model width. Each figure is the median of `--runs` call
 """
 
 import argparse
-import statistics
-import time
 
-
-def median_ms(function, x, runs, warmup=3):
-    times = []
-    for i in range(warmup + runs):
-        start = time.perf_counter()
-        function(x).numpy()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+from timing import median_seconds
 
 
 def main():
@@ -45,7 +35,8 @@ def main():
     print("|---|" + "---|" * len(ways))
     for width in (int(w) for w in args.widths.split(",")):
         x = tf.random.normal((args.rows, width))
-        print(f"| {args.rows} x {width} | " + " | ".join(f"{median_ms(f, x, args.runs):.2f}" for f in ways.values()) + " |")
+        milliseconds = [1000 * median_seconds(lambda f=f: f(x).numpy(), args.runs, warmup=3) for f in ways.values()]
+        print(f"| {args.rows} x {width} | " + " | ".join(f"{ms:.2f}" for ms in milliseconds) + " |")
 
 
 if __name__ == "__main__":

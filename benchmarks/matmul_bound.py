@@ -19,9 +19,10 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from timing import median_seconds  # noqa: E402
 
 
 def products(row, size, batch, mode):
@@ -77,7 +78,7 @@ def time_tensorflow(shapes, bf16, runs, warmup):
         b = tf.cast(tf.random.uniform(((batch_dims,) if batch_dims > 1 else ()) + ((n, k) if tb else (k, n))), dtype)
         step = tf.function(lambda x, y, ta=ta, tb=tb: tf.reduce_sum(
             tf.cast(tf.reshape(tf.linalg.matmul(x, y, transpose_a=ta, transpose_b=tb), (-1,))[:1], tf.float32)))
-        result.append(_median(lambda: step(a, b).numpy(), runs, warmup))
+        result.append(median_seconds(lambda: step(a, b).numpy(), runs, warmup))
     return result
 
 
@@ -102,18 +103,8 @@ def _torch_worker(task):
             a = torch.rand(lead + ((k, m) if ta else (m, k)), dtype=dtype)
             b = torch.rand(lead + ((n, k) if tb else (k, n)), dtype=dtype)
             a, b = (a.transpose(-1, -2) if ta else a), (b.transpose(-1, -2) if tb else b)
-            result.append(_median(lambda: float(torch.matmul(a, b).reshape(-1)[0]), task["runs"], task["warmup"]))
+            result.append(median_seconds(lambda: float(torch.matmul(a, b).reshape(-1)[0]), task["runs"], task["warmup"]))
     print(json.dumps(result))
-
-
-def _median(run, runs, warmup):
-    times = []
-    for i in range(warmup + runs):
-        start = time.perf_counter()
-        run()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():

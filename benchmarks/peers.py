@@ -15,6 +15,7 @@ import textwrap
 
 import keras
 import numpy as np
+from timing import median_seconds
 
 from keras_vit.cli_demo import PLAIN_DEFAULTS
 from keras_vit.cli_train import SMALL_VIT
@@ -140,21 +141,12 @@ class TimmWorker:
 
 def keras_median_seconds(model, batch, runs, warmup, jit_compile=False):
     """Median wall time of one forward pass of a Keras model in a compiled `tf.function`."""
-    import statistics
-    import time
-
     import tensorflow as tf
 
     shape = (batch,) + tuple(model.input_shape[1:])
     x = tf.constant(np.random.default_rng(0).uniform(0, 255, shape).astype("float32"))
     call = tf.function(lambda images: model(images, training=False), jit_compile=jit_compile)
-    times = []
-    for i in range(warmup + runs):
-        start = time.perf_counter()
-        keras.ops.convert_to_numpy(call(x))
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(lambda: keras.ops.convert_to_numpy(call(x)), runs, warmup)
 
 
 def keras_train_step_seconds(model, batch, runs, warmup, classes=1000, jit_compile=True, ours=False):
@@ -164,9 +156,6 @@ def keras_train_step_seconds(model, batch, runs, warmup, classes=1000, jit_compi
     variable on TensorFlow) and is built at compile time, as `keras_vit.training.compile_model`
     does; otherwise it is Keras' `AdamW`, built by Keras on the first step.
     """
-    import statistics
-    import time
-
     from keras_vit import optimizers
 
     rng = np.random.default_rng(0)
@@ -179,10 +168,4 @@ def keras_train_step_seconds(model, batch, runs, warmup, classes=1000, jit_compi
     )
     if ours:
         optimizer.build(model.trainable_variables)
-    times = []
-    for i in range(warmup + runs):
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(lambda: model.train_on_batch(x, y), runs, warmup)

@@ -52,6 +52,8 @@ bench: install-bench data
 	$(PYTHON) benchmarks/training.py --variant Ti/16 --size 224 --batch 32 --rounds 3
 	$(PYTHON) benchmarks/training.py --variant Ti/16 --size 224 --batch 32 --rounds 3 --runs 3 --bf16
 	$(PYTHON) benchmarks/training.py --variant fmnist --rounds 3
+	$(PYTHON) benchmarks/xla_dots.py --variant fmnist --mode train --rounds 5 --runs 10 --settings xla,plain,ynn,onednn,xnn
+	$(PYTHON) benchmarks/xla_dots.py --variant 56/2,2/32/4/128/1 --rounds 5 --runs 2 --settings xla,ynn,ynn_conv,onednn,xnn
 	$(PYTHON) benchmarks/memory.py --variant Ti/16 --batches 1 8 32
 	$(PYTHON) benchmarks/pipeline.py
 	$(PYTHON) benchmarks/edge.py --variant Ti/16 --rounds 5 --runs 20

@@ -91,6 +91,18 @@ def parse(spec):
                          f"Received: {spec!r}") from None
 
 
+def build(spec):
+    """The `keras_vit.ViT` of a candidate (10 classes), and its token grid's side."""
+    import keras_vit
+    from keras_vit.variants import resnet_config, resnet_stride
+
+    c = parse(spec)
+    stem = resnet_config(dict(num_layers=c["stages"], width=c["width"]))
+    model = keras_vit.ViT(c["layers"], c["hidden"], 4 * c["hidden"], 4, c["patch"],
+                          input_shape=(c["image"], c["image"], 3), classes=10, resnet=stem)
+    return model, c["image"] // (resnet_stride(stem) * c["patch"])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("candidates", nargs="*", default=CANDIDATES)
@@ -100,9 +112,7 @@ def main():
     parser.add_argument("--group_norm", choices=["keras", "closed_form", "none"], default="keras")
     args = parser.parse_args()
 
-    import keras_vit
     from keras_vit import resnet
-    from keras_vit.variants import resnet_config, resnet_stride
 
     factory = group_norm_factory(args.group_norm)
     if factory is not None:
@@ -114,10 +124,7 @@ def main():
     print("|---|---|---|---|---|---|")
     for spec in args.candidates:
         c = parse(spec)
-        stem = resnet_config(dict(num_layers=c["stages"], width=c["width"]))
-        model = keras_vit.ViT(c["layers"], c["hidden"], 4 * c["hidden"], 4, c["patch"],
-                              input_shape=(c["image"], c["image"], 3), classes=10, resnet=stem)
-        grid = c["image"] // (resnet_stride(stem) * c["patch"])
+        model, grid = build(spec)
         seconds = peers.keras_train_step_seconds(model, args.batch, runs=args.runs, warmup=args.warmup,
                                                  classes=10, jit_compile=True, ours=True)
         print(f"| {c['image']} | {'+'.join(map(str, c['stages']))}, {c['width']} | {c['patch']} | {grid * grid} | {model.count_params():,} "

@@ -139,18 +139,25 @@ class TimmWorker:
         self.process.wait(timeout=60)
 
 
-def keras_median_seconds(model, batch, runs, warmup, jit_compile=False):
-    """Median wall time of one forward pass of a Keras model in a compiled `tf.function`."""
+def keras_forward(model, batch, jit_compile=False):
+    """A callable that runs one forward pass of a Keras model on a fixed random batch, in a compiled
+    `tf.function`, and returns its output as a NumPy array."""
     import tensorflow as tf
 
     shape = (batch,) + tuple(model.input_shape[1:])
     x = tf.constant(np.random.default_rng(0).uniform(0, 255, shape).astype("float32"))
     call = tf.function(lambda images: model(images, training=False), jit_compile=jit_compile)
-    return median_seconds(lambda: keras.ops.convert_to_numpy(call(x)), runs, warmup)
+    return lambda: keras.ops.convert_to_numpy(call(x))
 
 
-def keras_train_step_seconds(model, batch, runs, warmup, classes=1000, jit_compile=True, ours=False):
-    """Median seconds of one `train_on_batch` step with AdamW and global-norm clipping at 1.
+def keras_median_seconds(model, batch, runs, warmup, jit_compile=False):
+    """Median wall time of one forward pass of a Keras model in a compiled `tf.function`."""
+    return median_seconds(keras_forward(model, batch, jit_compile), runs, warmup)
+
+
+def keras_train_step(model, batch, classes=1000, jit_compile=True, ours=False):
+    """A callable that runs one `train_on_batch` step on a fixed random batch, AdamW with global-norm
+    clipping at 1, and returns the loss.
 
     With `ours`, the optimizer is keras_vit's (`keras_vit.optimizers.AdamW`: one fused kernel per
     variable on TensorFlow) and is built at compile time, as `keras_vit.training.compile_model`
@@ -168,4 +175,9 @@ def keras_train_step_seconds(model, batch, runs, warmup, classes=1000, jit_compi
     )
     if ours:
         optimizer.build(model.trainable_variables)
-    return median_seconds(lambda: model.train_on_batch(x, y), runs, warmup)
+    return lambda: model.train_on_batch(x, y)
+
+
+def keras_train_step_seconds(model, batch, runs, warmup, classes=1000, jit_compile=True, ours=False):
+    """Median seconds of one training step of `keras_train_step` (which see); the model is compiled anew."""
+    return median_seconds(keras_train_step(model, batch, classes, jit_compile, ours), runs, warmup)

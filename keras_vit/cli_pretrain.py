@@ -76,8 +76,10 @@ def pretrain(values):
     """
     import keras
 
-    from keras_vit import atomic, data, loading, mpp, training
+    from keras_vit import atomic, data, loading, mpp, training, xla_cpu
 
+    if values.xla_ynnpack:
+        xla_cpu.use_ynnpack_dots()  # before XLA's first compilation, which reads XLA_FLAGS
     if values.strategy != "default":
         raise ValueError("Masked patch prediction runs on the default strategy; train with --strategy after it "
                          f"from pretrain/vit_mpp.weights.h5. Received: strategy={values.strategy!r}")

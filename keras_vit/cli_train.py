@@ -81,6 +81,9 @@ def define_flags(values, **defaults):
     E("mixed_precision", "none", ["none", "auto", "bf16", "fp16"], "Mixed precision policy.", **kw)
     B("jit_compile", d.get("jit_compile"), "XLA-compile the train step (default: Keras' 'auto', which is on for GPUs and off on "
       "CPUs, where keras_vit trains faster without XLA; never under --strategy=tpu, which compiles anyway).", **kw)
+    B("xla_ynnpack", True, "With XLA on CPUs, run matrix products in YNNPACK (adds "
+      "--xla_cpu_experimental_ynn_fusion_type=individual_dot to XLA_FLAGS unless XLA_FLAGS names that flag; "
+      "keras_vit.xla_cpu). --noxla_ynnpack keeps XLA's own.", **kw)
     E("strategy", "default", ["default", "mirrored", "multiworker", "tpu"], "Distribution strategy.", **kw)
     S("tpu", None, "TPU name or grpc:// address for --strategy=tpu.", **kw)
     I("seed", 0, "Seed of weights, data order and augmentation.", **kw)
@@ -195,8 +198,9 @@ def _count(dataset):
     return int(n) if n >= 0 else int(dataset.reduce(0, lambda c, _: c + 1).numpy())
 
 
-# Training flags that say where a run reads and writes, or how much it prints, not what it trains.
-NOT_SETTINGS = ("output_dir", "verbose", "data_dir", "manual_dir", "tpu")
+# Training flags that say where a run reads and writes, how much it prints, or which library runs the
+# same products, not what it trains.
+NOT_SETTINGS = ("output_dir", "verbose", "data_dir", "manual_dir", "tpu", "xla_ynnpack")
 
 
 def run_settings(values):
@@ -217,9 +221,11 @@ def run(values, callbacks=()):
 
     import keras
 
-    from keras_vit import atomic, data, distribute, export, loading, resume, training
+    from keras_vit import atomic, data, distribute, export, loading, resume, training, xla_cpu
 
     arch = file_architecture(values)  # before any work, so that a conflicting flag fails fast
+    if values.xla_ynnpack:
+        xla_cpu.use_ynnpack_dots()  # before XLA's first compilation, which reads XLA_FLAGS
     keras.utils.set_random_seed(values.seed)
     policy = training.set_mixed_precision(values.mixed_precision)
     strategy = distribute.resolve_strategy(values.strategy, tpu=values.tpu)

@@ -65,6 +65,24 @@ def test_hybrid_steps_prints_a_row_per_candidate():
     assert all(float(row[5].replace(",", "")) > 0 for row in rows)
 
 
+@pytest.mark.slow
+def test_xla_dots_runs_each_setting_in_its_own_worker_and_checks_its_outputs():
+    stdout = run_benchmark("xla_dots.py", "--variant", "fmnist", "--mode", "infer", "--batch", "2", "--settings",
+                           "plain,xla,ynn", "--rounds", "1", "--runs", "1", "--warmup", "1", "--no-timm")
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in stdout.splitlines()
+            if line.startswith("| ") and "implementation" not in line]
+    assert [row[:2] for row in rows] == [["plain graph (no XLA)", "``"], ["XLA, its own products", "``"],
+                                         ["XLA, products in YNNPACK", "`--xla_cpu_experimental_ynn_fusion_type=individual_dot`"]]
+    differences = [float(row[5]) for row in rows]
+    assert differences[0] == 0 and all(d < 1e-4 for d in differences)  # the same probabilities to float rounding
+
+
+def test_xla_dots_names_an_unknown_setting():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "xla_dots.py"), "--settings", "xla,fast"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "unknown setting(s) ['fast']" in result.stderr and "ynn" in result.stderr
+
+
 def test_closed_form_group_norm_matches_keras_and_its_gradient():
     # `--group_norm closed_form` must time the function Keras' GroupNormalization computes, and its true gradient:
     # forward against the Keras layer, gradients against TensorFlow differentiating the textbook formula.

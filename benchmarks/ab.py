@@ -39,9 +39,9 @@ passes by default, or training steps (AdamW, sparse cross-entropy) with `--train
 
 import argparse
 import contextlib
-import statistics
+import functools
 
-from timing import median_seconds
+from timing import median_seconds, take_turns
 
 
 @contextlib.contextmanager
@@ -193,10 +193,8 @@ def main():
     steps, difference = step_functions(args)
     for step in steps.values():
         step()  # warm-up
-    seconds = {name: [] for name in steps}
-    for _ in range(args.rounds):
-        for name, step in steps.items():
-            seconds[name].append(median_seconds(step, args.runs))
+    seconds = take_turns({name: functools.partial(median_seconds, step, args.runs) for name, step in steps.items()},
+                         args.rounds)
     mode = ("mixed bfloat16" if args.bf16 else "float32") + (", XLA" if args.xla else "")
     what = "training steps" if args.train else "forward passes"
     print(f"ViT-{args.variant} at {args.size}, batch {args.batch}, {mode}, {what}; "
@@ -204,8 +202,8 @@ def main():
     print(f"| {args.change} | img/s | speed-up |")
     print("|---|---|---|")
     base = None
-    for name, times in seconds.items():
-        rate = args.batch / statistics.median(times)
+    for name, step_seconds in seconds.items():
+        rate = args.batch / step_seconds
         base = base or rate
         print(f"| {name} | {rate:.2f} | {rate / base:.2f}x |")
 

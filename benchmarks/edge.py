@@ -12,14 +12,15 @@ median over rounds. Prints a Markdown table with the ratio of each to the Keras 
 """
 
 import argparse
+import functools
 import os
-import statistics
 import tempfile
 
 import numpy as np
 
 from keras_vit import cli_export, litert
 from keras_vit.variants import canonical_name
+from timing import take_turns
 
 
 def main():
@@ -64,19 +65,16 @@ def run(args, modes, folder):
     keras_call = litert.keras_callable(model)
     runners = {mode: litert.LiteRTModel(path, num_threads=args.threads or None) for mode, path in files.items()}
     calls = {"Keras": lambda x: keras_call(x).numpy(), **runners}
-    medians = {name: [] for name in calls}
-    for _ in range(args.rounds):
-        for name, fn in calls.items():
-            medians[name].append(litert.median_latency_ms(fn, image, args.runs))
+    medians = take_turns({name: functools.partial(litert.median_latency_ms, fn, image, args.runs)
+                          for name, fn in calls.items()}, args.rounds)
     threads = args.threads or litert.default_threads()
     print(f"\n{canonical_name(args.variant)} at {args.size}, one image, {args.rounds} rounds x {args.runs} calls, "
           f"LiteRT threads {threads}")
     print("| model | size MB | median latency ms | / Keras |")
     print("|---|---|---|---|")
-    keras_ms = statistics.median(medians["Keras"])
-    for name, values in medians.items():
+    keras_ms = medians["Keras"]
+    for name, ms in medians.items():
         size = f"{os.path.getsize(files[name]) / 1e6:.2f}" if name in files else ""
-        ms = statistics.median(values)
         print(f"| {name} | {size} | {ms:.2f} | {ms / keras_ms:.2f}x |")
 
 

@@ -10,14 +10,15 @@ keras_vit to each peer.
 """
 
 import argparse
+import functools
 import os
-import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import ceiling  # noqa: E402
 import peers  # noqa: E402
+from timing import take_turns  # noqa: E402
 
 from keras_vit.variants import VARIANTS, canonical_name  # noqa: E402
 
@@ -73,11 +74,8 @@ def main():
                 contenders["timm (PyTorch)"] = lambda b, v=variant, s=size: timm.median_seconds(
                     v, s, b, args.runs, args.warmup, bf16=args.bf16)
             for batch in (int(b) for b in args.batches.split(",")):
-                seconds = {name: [] for name in contenders}
-                for _ in range(args.rounds):
-                    for name, measure in contenders.items():
-                        seconds[name].append(measure(batch))
-                rate = {name: batch / statistics.median(times) for name, times in seconds.items()}
+                turns = {name: functools.partial(measure, batch) for name, measure in contenders.items()}
+                rate = {name: batch / seconds for name, seconds in take_turns(turns, args.rounds).items()}
                 best_ours = max(rate["keras_vit"], rate["keras_vit (XLA)"])
                 flops = gflop_per_image(variant, size)
                 for name, images_per_second in rate.items():

@@ -20,12 +20,12 @@ import argparse
 import functools
 import os
 import resource
-import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import peers  # noqa: E402
+from timing import take_turns  # noqa: E402
 
 
 
@@ -82,11 +82,7 @@ def main():
         contenders["timm (PyTorch)"] = lambda: timm.median_seconds(
             args.variant, args.size, args.batch, args.runs, args.warmup, classes=classes, bf16=args.bf16,
             train=True)
-    seconds = {name: [] for name in contenders}
-    for _ in range(args.rounds):
-        for name, measure in contenders.items():
-            seconds[name].append(measure())
-    rate = {name: args.batch / statistics.median(times) for name, times in seconds.items()}
+    rate = {name: args.batch / seconds for name, seconds in take_turns(contenders, args.rounds).items()}
     peak = {name: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 for name in contenders}
     if timm is not None:
         peak["timm (PyTorch)"] = timm.peak_rss / 2**20

@@ -5,9 +5,9 @@ library: YNNPACK, XNNPACK or oneDNN. XLA reads `XLA_FLAGS` once per process, so 
 in a worker process of its own, with the same model (same seed, so the same weights) and the same
 batch; the plain graph (no XLA, TensorFlow's oneDNN kernels op by op) and timm (PyTorch) take part
 too. The contenders take turns round after round, each timing `--runs` calls after warm-up; the
-figure is the median over rounds of each round's median. Before timing, each worker's output (the
-logits of the batch, or the loss of the first training step) is compared with the plain graph's, so
-a setting that is fast because it computes something else shows up.
+figure is the median over rounds of each round's median. Before timing, each worker's outputs (the
+probabilities of the batch, or the losses of the first training steps) are compared with those of
+the first setting listed, so a setting that is fast because it computes something else shows up.
 
     python benchmarks/xla_dots.py --variant Ti/16 --batch 32 --mode train --rounds 5
     python benchmarks/xla_dots.py --variant B/16 --batch 8 --mode infer --bf16 --settings plain,xla,ynn
@@ -19,20 +19,22 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
+from timing import take_turns  # noqa: E402
+
+from keras_vit.xla_cpu import YNNPACK_DOTS  # noqa: E402
 
 # Each setting: the XLA_FLAGS its worker runs with, or None for the plain graph (no XLA).
 SETTINGS = {
     "plain": None,
     "xla": "",
-    "ynn": "--xla_cpu_experimental_ynn_fusion_type=individual_dot",
-    "ynn_conv": "--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution",
+    "ynn": YNNPACK_DOTS,  # what keras_vit's training commands use
+    "ynn_conv": YNNPACK_DOTS + ",individual_convolution",
     "xnn": "--xla_cpu_use_xnnpack=true --xla_cpu_experimental_xnn_fusion_type=dot",
     "onednn": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_fusion_type=dot",
 }
@@ -171,11 +173,7 @@ def main():
         contenders["timm (PyTorch)"] = lambda: timm.median_seconds(
             args.variant, size, batch, args.runs, args.warmup, classes=classes, bf16=args.bf16,
             train=args.mode == "train")
-    seconds = {name: [] for name in contenders}
-    for _ in range(args.rounds):
-        for name, measure in contenders.items():
-            seconds[name].append(measure())
-    rate = {name: batch / statistics.median(times) for name, times in seconds.items()}
+    rate = {name: batch / seconds for name, seconds in take_turns(contenders, args.rounds).items()}
     reference = rate[LABELS[names[0]]]
     what = "training step (AdamW)" if args.mode == "train" else "forward pass"
     print(f"{args.variant} at {size}, batch {batch}, {what}, {'mixed bfloat16' if args.bf16 else 'float32'}, "
@@ -184,8 +182,8 @@ def main():
     print(f"| implementation | XLA_FLAGS | img/s | / {LABELS[names[0]]} | / timm | largest difference from "
           f"{LABELS[names[0]]}'s {checked}, relative to its largest | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
-    for name, label in ((n, LABELS[n]) for n in names):
-        w = workers[names.index(name)]
+    for name, w in zip(names, workers):
+        label = LABELS[name]
         difference = float(np.max(np.abs(w.check - workers[0].check)) / np.max(np.abs(workers[0].check)))
         versus_timm = f"{rate[label] / rate['timm (PyTorch)']:.2f}x" if timm else ""
         print(f"| {label} | `{SETTINGS[name] or ''}` | {rate[label]:.2f} | {rate[label] / reference:.2f}x | "

@@ -11,7 +11,7 @@ q/k/v projection and the model width. Each figure is the median of `--runs` call
 
 import argparse
 
-from timing import median_seconds
+from timing import median_seconds, milliseconds
 
 
 def main():
@@ -35,8 +35,8 @@ def main():
     print("|---|" + "---|" * len(ways))
     for width in (int(w) for w in args.widths.split(",")):
         x = tf.random.normal((args.rows, width))
-        milliseconds = [1000 * median_seconds(lambda f=f: f(x).numpy(), args.runs, warmup=3) for f in ways.values()]
-        print(f"| {args.rows} x {width} | " + " | ".join(f"{ms:.2f}" for ms in milliseconds) + " |")
+        seconds = [median_seconds(lambda f=f: f(x).numpy(), args.runs, warmup=3) for f in ways.values()]
+        print(f"| {args.rows} x {width} | " + " | ".join(map(milliseconds, seconds)) + " |")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from timing import median_seconds  # noqa: E402
+from timing import median_seconds, milliseconds  # noqa: E402
 
 
 def products(row, size, batch, mode):
@@ -151,7 +151,7 @@ def main():
             totals[library]["all"] += took
             if "recomputed" not in name:
                 totals[library]["no_recompute"] += took
-            cells += [f"{1000 * took:.1f}", f"{gflop(product) / took:.0f}"]
+            cells += [milliseconds(took), f"{gflop(product) / took:.0f}"]
         print(f"| {name} | {count} | {batch_dims} x {m} x {k} x {n} | {gflop(product):.2f} | " +
               " | ".join(cells) + " |")
     print()

@@ -155,6 +155,13 @@ def test_matmul_bound_times_both_libraries():
         assert re.search(rf"^{library}: matmuls alone \d+ ms per pass -> at most [\d.]+ img/s", stdout, re.M)
 
 
+def test_milliseconds_keeps_the_digits_of_a_few_microseconds():
+    import timing
+
+    # A table cell of 0.0 for an operation that took 4 microseconds read as "not timed" (and failed a test here).
+    assert [timing.milliseconds(s) for s in (2.5, 0.0123, 4.2e-6)] == ["2500.0", "12.3", "0.0042"]
+
+
 def test_column_sums_prints_the_three_ways_per_shape():
     stdout = run_benchmark("column_sums.py", "--rows", "64", "--widths", "8,16", "--runs", "1")
     rows = [line.split("|")[1:-1] for line in stdout.splitlines() if line.startswith("| 64 x")]

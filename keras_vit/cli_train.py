@@ -87,6 +87,9 @@ def define_flags(values, **defaults):
     E("strategy", "default", ["default", "mirrored", "multiworker", "tpu"], "Distribution strategy.", **kw)
     S("tpu", None, "TPU name or grpc:// address for --strategy=tpu.", **kw)
     I("seed", 0, "Seed of weights, data order and augmentation.", **kw)
+    I("average_last", 0, "Keep the weights of the last N epochs (checkpoints/epoch_NNN.weights.h5) and write "
+      "their mean as the final model (keras_vit.averaging). Default 0: the last epoch's weights as they are.",
+      lower_bound=0, **kw)
     S("output_dir", d["output_dir"], "Backups, checkpoints, logs and the final model go here.", **kw)
     I("verbose", 1, "Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.", **kw)
 
@@ -198,9 +201,9 @@ def _count(dataset):
     return int(n) if n >= 0 else int(dataset.reduce(0, lambda c, _: c + 1).numpy())
 
 
-# Training flags that say where a run reads and writes, how much it prints, or which library runs the
-# same products, not what it trains.
-NOT_SETTINGS = ("output_dir", "verbose", "data_dir", "manual_dir", "tpu", "xla_ynnpack")
+# Training flags that say where a run reads and writes, how much it prints, which library runs the
+# same products, or what is made of the trained epochs' weights at the end, not what it trains.
+NOT_SETTINGS = ("output_dir", "verbose", "data_dir", "manual_dir", "tpu", "xla_ynnpack", "average_last")
 
 
 def run_settings(values):
@@ -221,7 +224,7 @@ def run(values, callbacks=()):
 
     import keras
 
-    from keras_vit import atomic, data, distribute, export, loading, resume, training, xla_cpu
+    from keras_vit import atomic, averaging, data, distribute, export, loading, resume, training, xla_cpu
 
     arch = file_architecture(values)  # before any work, so that a conflicting flag fails fast
     if values.xla_ynnpack:
@@ -283,6 +286,9 @@ def run(values, callbacks=()):
         keras.callbacks.TensorBoard(os.path.join(own_dir, "logs")),
         *callbacks,
     ]
+    checkpoints = os.path.join(own_dir, "checkpoints")
+    if values.average_last:
+        all_callbacks.append(averaging.EpochWeights(checkpoints, values.average_last))
     print(f"keras-vit train: {num_train} training examples, {len(class_names)} classes, "
           f"{strategy.num_replicas_in_sync} replica(s), global batch {batch}, lr {learning_rate:g}, "
           f"{steps_per_epoch} steps x {values.epochs} epochs, {model.count_params():,} parameters", flush=True)
@@ -293,12 +299,19 @@ def run(values, callbacks=()):
     train_seconds = time.time() - start
     # All the run's epochs, those before a restart included.
     history.history = resume.history(own_dir) or history.history
+    averaged = []
+    if values.average_last:
+        averaged = averaging.average_last(model, checkpoints, values.average_last, values.epochs)
+        print(f"keras-vit train: the final model is the mean of the weights after epochs "
+              f"{', '.join(map(str, averaged)) or '(none kept: the last epoch is kept as it is)'}", flush=True)
     results = {}
     if evaluate:
         results = {k: float(v) for k, v in model.evaluate(eval_input, return_dict=True, verbose=0).items()}
         print(f"final evaluation on {values.eval_split}: "
               + ", ".join(f"{k}={results[k]:.4f}" for k in ("loss", "accuracy")), flush=True)
     results.update(train_seconds=round(train_seconds, 1), parameters=model.count_params())
+    if values.average_last:
+        results["averaged_epochs"] = averaged
     atomic.write_json(os.path.join(own_dir, "history.json"), history.history)
     atomic.write_json(os.path.join(own_dir, "eval.json"), results)
     model_path = atomic.write_with(os.path.join(own_dir, "model.keras"), model.save)

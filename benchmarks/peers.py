@@ -9,13 +9,13 @@ All models have random weights: speed does not depend on them.
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
 import keras
 import numpy as np
 from timing import median_seconds
+from workers import LineWorker
 
 from keras_vit.cli_demo import PLAIN_DEFAULTS
 from keras_vit.cli_train import SMALL_VIT
@@ -106,14 +106,12 @@ TIMM_NAMES = {
 }
 
 
-class TimmWorker:
+class TimmWorker(LineWorker):
     """A PyTorch subprocess that times timm's ViT on request: `median_seconds(variant, ...)`."""
 
     def __init__(self):
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", TORCH_WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-        )
+        super().__init__([sys.executable, "-c", TORCH_WORKER], dict(os.environ, CUDA_VISIBLE_DEVICES=""),
+                         "The timm worker stopped (exit status {status}); is timm installed?")
 
     def median_seconds(self, variant, image_size, batch, runs, warmup, classes=1000, bf16=False, train=False):
         """Median seconds of a forward pass (or, with `train=True`, of one AdamW training step).
@@ -125,18 +123,9 @@ class TimmWorker:
         task = dict(timm_name=TIMM_NAMES[canonical_name(variant)] if named else json.dumps(architecture(variant)),
                     arch=None if named else architecture(variant), image_size=image_size, batch=batch,
                     runs=runs, warmup=warmup, classes=classes, bf16=bf16, train=train)
-        self.process.stdin.write(json.dumps(task) + "\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"The timm worker stopped (exit status {self.process.poll()}); is timm installed?")
-        reply = json.loads(line)
+        reply = self.ask(json.dumps(task))
         self.peak_rss = reply["peak_rss"]
         return reply["seconds"]
-
-    def close(self):
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
 
 
 def keras_forward(model, batch, jit_compile=False):

@@ -19,13 +19,13 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 from timing import take_turns  # noqa: E402
+from workers import LineWorker  # noqa: E402
 
 from keras_vit.xla_cpu import YNNPACK_DOTS  # noqa: E402
 
@@ -91,7 +91,7 @@ def worker(config):
         print(json.dumps({"seconds": seconds, "peak_mb": peak}), flush=True)
 
 
-class KerasWorker:
+class KerasWorker(LineWorker):
     """A worker process running keras_vit under one `XLA_FLAGS` setting."""
 
     def __init__(self, flags, config):
@@ -100,31 +100,15 @@ class KerasWorker:
         if flags:
             env["XLA_FLAGS"] = flags
         config = dict(config, xla=flags is not None)
-        self.process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(config)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-        )
-        self.check = np.array(self._reply()["check"])
-
-    def _reply(self):
-        while True:
-            line = self.process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"A keras_vit worker stopped (exit status {self.process.wait()}); "
-                                   "its error is above (an XLA_FLAGS name or value this TensorFlow does not know?)")
-            if line.startswith("{"):
-                return json.loads(line)
+        super().__init__([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(config)], env,
+                         "A keras_vit worker stopped (exit status {status}); its error is above (an XLA_FLAGS "
+                         "name or value this TensorFlow does not know?)")
+        self.check = np.array(self.reply()["check"])
 
     def seconds(self):
-        self.process.stdin.write("time\n")
-        self.process.stdin.flush()
-        reply = self._reply()
+        reply = self.ask("time")
         self.peak_mb = reply["peak_mb"]
         return reply["seconds"]
-
-    def close(self):
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
 
 
 def main():

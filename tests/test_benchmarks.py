@@ -162,6 +162,19 @@ def test_milliseconds_keeps_the_digits_of_a_few_microseconds():
     assert [timing.milliseconds(s) for s in (2.5, 0.0123, 4.2e-6)] == ["2500.0", "12.3", "0.0042"]
 
 
+def test_line_worker_passes_over_chatter_and_names_a_stopped_worker():
+    from workers import LineWorker
+
+    echo = ("import json, sys\nprint('a library says hello')\nfor line in sys.stdin:\n"
+            "    print('chatter'); print(json.dumps({'got': line.strip()}), flush=True)\n    if line.strip() == 'stop': sys.exit(3)")
+    worker = LineWorker([sys.executable, "-c", echo], dict(os.environ), "the echo stopped with status {status}")
+    assert worker.ask("one") == {"got": "one"}
+    assert worker.ask("two") == {"got": "two"}
+    assert worker.ask("stop") == {"got": "stop"}
+    with pytest.raises(RuntimeError, match="the echo stopped with status 3"):
+        worker.reply()
+
+
 def test_column_sums_prints_the_three_ways_per_shape():
     stdout = run_benchmark("column_sums.py", "--rows", "64", "--widths", "8,16", "--runs", "1")
     rows = [line.split("|")[1:-1] for line in stdout.splitlines() if line.startswith("| 64 x")]

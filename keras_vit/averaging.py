@@ -15,6 +15,7 @@ model has any, are not averaged: they keep the last file's values.
 import glob
 import os
 import re
+import warnings
 
 import h5py
 import keras
@@ -45,13 +46,25 @@ def epoch_files(folder):
     return dict(sorted(found.items()))
 
 
+def _uncompiled_copy(model):
+    """A copy of `model` that has no optimizer, so that its weight files leave out the optimizer's state
+    (AdamW's two moments would make each file three times the size); `model` itself where it cannot be
+    rebuilt from its config (a subclassed model without one)."""
+    try:
+        return type(model).from_config(model.get_config())
+    except (NotImplementedError, TypeError, ValueError):
+        return model
+
+
 class EpochWeights(keras.callbacks.Callback):
     """Writes the weights after each epoch as `folder/epoch_NNN.weights.h5`, keeping the last `keep` epochs.
 
-    Files are written whole or not at all (`keras_vit.atomic`); older epochs'
-    files are removed once the new one is in place, so a killed run leaves at
-    most `keep` files and never a partial one. Epoch numbers count from 1 and
-    go on across `BackupAndRestore` restarts, as Keras' own epoch index does.
+    Each file holds the model's weights, not its optimizer's state, and loads
+    with `model.load_weights`. Files are written whole or not at all
+    (`keras_vit.atomic`); older epochs' files are removed once the new one is
+    in place, so a killed run leaves at most `keep` files and never a partial
+    one. Epoch numbers count from 1 and go on across `BackupAndRestore`
+    restarts, as Keras' own epoch index does.
     """
 
     def __init__(self, folder, keep):
@@ -60,10 +73,14 @@ class EpochWeights(keras.callbacks.Callback):
             raise ValueError(f"EpochWeights keeps at least one epoch. Received: keep={keep}")
         self.folder = folder
         self.keep = keep
+        self._uncompiled = None
 
     def on_epoch_end(self, epoch, logs=None):
         number = epoch + 1
-        atomic.write_with(os.path.join(self.folder, PATTERN.format(number)), self.model.save_weights)
+        if self._uncompiled is None:
+            self._uncompiled = _uncompiled_copy(self.model)
+        self._uncompiled.set_weights(self.model.get_weights())
+        atomic.write_with(os.path.join(self.folder, PATTERN.format(number)), self._uncompiled.save_weights)
         for old, path in epoch_files(self.folder).items():
             if old <= number - self.keep or old > number:  # a file of a run that was started afresh
                 os.remove(path)
@@ -104,7 +121,10 @@ def average_into(model, paths):
     last = None
     for path in paths:
         try:
-            model.load_weights(path)
+            with warnings.catch_warnings():
+                # A compiled model's optimizer has variables; `EpochWeights`' files hold none: nothing is lost.
+                warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+                model.load_weights(path)
         except ValueError as error:
             raise ValueError(f"{path} does not hold the weights of {model.name} "
                              f"({model.count_params():,} parameters): {error}") from error

@@ -3,6 +3,7 @@
 import json
 import os
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -68,6 +69,8 @@ def test_epoch_weights_keeps_the_files_of_the_last_epochs_only(tmp_path):
         averaging.EpochWeights(folder, 0)
     model.fit(x, y, epochs=4, batch_size=4, verbose=0, callbacks=[averaging.EpochWeights(folder, 2)])
     assert sorted(os.listdir(folder)) == ["epoch_003.weights.h5", "epoch_004.weights.h5"]  # no temporary file
+    with h5py.File(os.path.join(folder, "epoch_004.weights.h5"), "r") as handle:
+        assert "layers" in handle and "optimizer" not in handle  # the weights, not Adam's moments
     last = tiny(seed=5)
     last.load_weights(os.path.join(folder, "epoch_004.weights.h5"))
     for got, want in zip(last.get_weights(), model.get_weights()):

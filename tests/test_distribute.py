@@ -169,7 +169,8 @@ def test_two_worker_cluster_trains_to_identical_weights(tmp_path):
     for index in range(2):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         env = {**ENV, "TF_CONFIG": json.dumps(config)}
-        args = [f"--dataset={folder}", "--strategy=multiworker", "--epochs=2",
+        # --average_last: each worker writes its epochs' weights and takes their mean, in step with the other.
+        args = [f"--dataset={folder}", "--strategy=multiworker", "--epochs=2", "--average_last=2",
                 f"--output_dir={tmp_path / 'out'}", *TINY_FLAGS]
         processes.append(run_script(tmp_path, f"worker{index}", args, env=env))
     outputs = [finish(p) for p, _ in processes]
@@ -180,6 +181,9 @@ def test_two_worker_cluster_trains_to_identical_weights(tmp_path):
         np.testing.assert_array_equal(first[key], second[key])
     # Only the chief writes the final model into the shared output folder.
     assert os.path.exists(tmp_path / "out" / "model.keras")
+    assert json.loads((tmp_path / "out" / "eval.json").read_text())["averaged_epochs"] == [1, 2]
+    assert sorted(os.listdir(tmp_path / "out" / "checkpoints")) == [
+        "epoch_001.weights.h5", "epoch_002.weights.h5", "latest.weights.h5"]
 
 
 @pytest.mark.slow

@@ -243,22 +243,37 @@ def run(values, callbacks=()):
     if values.max_eval_examples and evaluate:
         eval_ds = eval_ds.take(values.max_eval_examples)
     num_train = _count(train_ds)
-    steps_per_epoch = values.steps_per_epoch or max(num_train // batch, 1)
+    batches_per_pass = num_train // batch  # the last, partial batch of a pass is dropped
+    if batches_per_pass < 1:
+        raise ValueError(f"{values.dataset} has {num_train} training examples, fewer than one batch: "
+                         f"lower --batch_size (now {batch}).")
+    steps_per_epoch = values.steps_per_epoch or batches_per_pass
     total_steps = steps_per_epoch * values.epochs
     mixing = values.mixup > 0 or values.cutmix > 0
     label_mode = "one_hot" if mixing else "int"
-    common = dict(image_size=values.image_size, num_classes=len(class_names), seed=values.seed,
-                  label_mode=label_mode, cache=values.dataset == "fashion_mnist")
+    cache = values.dataset == "fashion_mnist"
+    common = dict(image_size=values.image_size, num_classes=len(class_names), seed=values.seed, label_mode=label_mode)
     make_train = functools.partial(
-        data.pipeline, train_ds, training=True, **augmentation(values),
+        data.pipeline, train_ds.cache() if cache else train_ds, training=True, **augmentation(values),
         randaugment=values.randaugment, mixup=values.mixup, cutmix=values.cutmix, **common,
     )
-    make_eval = functools.partial(data.pipeline, eval_ds, training=False, **common)
-    # With --steps_per_epoch an "epoch" need not be one pass: keep the iterator going.
-    repeat = bool(values.steps_per_epoch)
-    train_input = data.distributed(
-        strategy, lambda b, ctx: make_train(batch_size=b, input_context=ctx).repeat(-1 if repeat else 1), batch
-    )
+    make_eval = functools.partial(data.pipeline, eval_ds, training=False, cache=cache, **common)
+
+    output_dir = values.output_dir
+    own_dir = distribute.writable_dir(output_dir, strategy)
+    all_callbacks = resume.callbacks(output_dir, run_settings(values), strategy, own_dir=own_dir,
+                                     defaults=setting_defaults()) + [
+        keras.callbacks.TensorBoard(os.path.join(own_dir, "logs")),
+        *callbacks,
+    ]
+    checkpoints = os.path.join(own_dir, "checkpoints")
+    if values.average_last:
+        all_callbacks.append(averaging.EpochWeights(checkpoints, values.average_last))
+    # Pass k over the data is shuffled and augmented by (seed, k) alone, and the stream starts where the
+    # backed-up epochs stopped: a resumed run gets the batches an uninterrupted one would have had.
+    start_batch = resume.finished_epochs(output_dir, strategy) * steps_per_epoch
+    train_input = data.distributed(strategy, lambda b, ctx: data.passes(
+        lambda k: make_train(batch_size=b, input_context=ctx, epoch=k), batches_per_pass, start_batch), batch)
     eval_input = None
     if evaluate:
         eval_input = data.distributed(strategy, lambda b, ctx: make_eval(batch_size=b, input_context=ctx), batch)
@@ -279,16 +294,6 @@ def run(values, callbacks=()):
                                jit_compile=jit_compile(values), **overrides)
         distribute.prepare_multiworker_model(model, strategy, (len(class_names),) if mixing else ())
 
-    output_dir = values.output_dir
-    own_dir = distribute.writable_dir(output_dir, strategy)
-    all_callbacks = resume.callbacks(output_dir, run_settings(values), strategy, own_dir=own_dir,
-                                     defaults=setting_defaults()) + [
-        keras.callbacks.TensorBoard(os.path.join(own_dir, "logs")),
-        *callbacks,
-    ]
-    checkpoints = os.path.join(own_dir, "checkpoints")
-    if values.average_last:
-        all_callbacks.append(averaging.EpochWeights(checkpoints, values.average_last))
     print(f"keras-vit train: {num_train} training examples, {len(class_names)} classes, "
           f"{strategy.num_replicas_in_sync} replica(s), global batch {batch}, lr {learning_rate:g}, "
           f"{steps_per_epoch} steps x {values.epochs} epochs, {model.count_params():,} parameters", flush=True)

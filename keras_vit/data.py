@@ -12,7 +12,10 @@ float32 RGB pixels in [0, 255], which is what `keras_vit` models take
 (`include_preprocessing=True`).
 
 Randomness is stateless and derived from one seed, so two pipelines built
-with the same seed yield the same batches.
+with the same seed yield the same batches. Training runs number their passes
+over the data (`pipeline(..., epoch=k)`, chained by `passes`): pass k's order
+and augmentation depend on the seed and k alone, so a run resumed from a
+backup sees the batches it would have seen had it never stopped.
 """
 
 import numpy as np
@@ -104,6 +107,7 @@ def pipeline(
     cache=False,
     drop_remainder=None,
     input_context=None,
+    epoch=None,
 ):
     """Turns an unbatched `{"image", "label"}` dataset into model-ready batches.
 
@@ -138,6 +142,14 @@ def pipeline(
         drop_remainder: bool; defaults to `training`.
         input_context: optional `tf.distribute.InputContext`; the dataset is
             then sharded by input pipeline.
+        epoch: `None`, or the number of the pass over the data this dataset
+            is (an int, or an int64 scalar tensor as `passes` gives). `None`:
+            the order and augmentation change at each iteration of the
+            dataset, in a sequence that starts anew in each process. A
+            number: they are fixed by `(seed, epoch)` alone, so a resumed run
+            gets the same pass `epoch` as one that never stopped. Keras'
+            `RandAugment`, `MixUp` and `CutMix` layers draw from their own
+            seed state either way.
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)`: float32
@@ -168,13 +180,20 @@ def pipeline(
     # benchmarks/pipeline.py).
     per_image = (training and (area_range is not None or translate or erasing)
                  or not dataset.element_spec["image"].shape.is_fully_defined())  # sizes differ: resize first
-    if training:
+    if training and epoch is None:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        # One stateless seed per element (image or batch), different every epoch but fixed by `seed`.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(4)
+    elif training:
+        def draw(shape, pair):  # full-range int64s, a function of the pair alone
+            return tf.random.stateless_uniform(shape, tf.stack(pair), minval=None, maxval=None, dtype=tf.int64)
+
+        key = draw([2], [tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+        dataset = _shuffled(dataset, shuffle_buffer, key)
+        seeds = tf.data.Dataset.counter().map(lambda i: draw([4], [key[1], i]))
     if not per_image:
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     if training:
-        # One stateless seed per element (image or batch), different every epoch but fixed by `seed`.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(4)
         dataset = tf.data.Dataset.zip(dataset, seeds)
     else:
         dataset = dataset.map(lambda element: (element, tf.zeros((4,), tf.int64)))
@@ -216,6 +235,51 @@ def pipeline(
     options = tf.data.Options()
     options.deterministic = True
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _shuffled(dataset, buffer_size, key):
+    """`dataset.shuffle(buffer_size)` in the one order the int64 pair `key` fixes.
+
+    `Dataset.shuffle` pairs its seed with the global seed, and with a global
+    seed of 0 it cannot take a tensor (a pass number's) inside a `tf.data`
+    function; the op under it takes both seeds.
+    """
+    spec = tf.nest.flatten(dataset.element_spec)
+    variant = tf.raw_ops.ShuffleDatasetV3(
+        input_dataset=tf.data.experimental.to_variant(dataset), buffer_size=tf.constant(buffer_size, tf.int64),
+        seed=key[0], seed2=key[1], seed_generator=tf.raw_ops.DummySeedGenerator(),
+        output_types=[s.dtype for s in spec], output_shapes=[s.shape for s in spec], reshuffle_each_iteration=False,
+    )
+    return tf.data.experimental.from_variant(variant, dataset.element_spec)
+
+
+def passes(make_pass, batches_per_pass, start_batch=0):
+    """An endless stream of training batches: pass 0 over the data, then pass 1, and so on, from `start_batch` on.
+
+    `make_pass(k)` builds pass `k` (an int64 scalar tensor), e.g.
+    `pipeline(..., training=True, epoch=k)`, which must yield
+    `batches_per_pass` batches (`drop_remainder`). A run resumed after `n`
+    batches goes on with exactly the batches it would have had:
+    `passes(make_pass, b, n)` yields what `passes(make_pass, b)` yields after
+    its first `n`. Give `model.fit` a `steps_per_epoch`; it then keeps one
+    iterator across its epochs.
+
+    Example:
+
+    >>> source = tf.data.Dataset.from_tensor_slices(
+    ...     {"image": np.zeros((4, 8, 8, 1), "uint8"), "label": np.arange(4)})
+    >>> def make_pass(k):
+    ...     return pipeline(source, 8, 2, 4, training=True, epoch=k, area_range=None)
+    >>> whole = [y.tolist() for _, y in passes(make_pass, 2).take(5).as_numpy_iterator()]
+    >>> resumed = [y.tolist() for _, y in passes(make_pass, 2, start_batch=3).take(2).as_numpy_iterator()]
+    >>> resumed == whole[3:]
+    True
+    """
+    if batches_per_pass < 1:
+        raise ValueError(f"Each pass must yield at least one batch. Received: batches_per_pass={batches_per_pass}")
+    first, offset = divmod(start_batch, batches_per_pass)
+    stream = tf.data.Dataset.range(first, 2**62).flat_map(make_pass)
+    return (stream.skip(offset) if offset else stream).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_arrays(dataset, image_size, channels=3, batch_size=1000):

@@ -39,9 +39,33 @@ def backup_dir(output_dir, strategy=None):
     return backup
 
 
+# BackupAndRestore writes this file with the weights after every epoch: {"epoch": epochs finished, ...}.
+METADATA_FILE = "training_metadata.json"
+
+
 def _has_progress(backup):
-    # BackupAndRestore writes this file with the weights after every epoch.
-    return os.path.exists(os.path.join(backup, "training_metadata.json"))
+    return os.path.exists(os.path.join(backup, METADATA_FILE))
+
+
+def finished_epochs(output_dir, strategy=None):
+    """How many epochs the run in `output_dir` has finished and backed up: where `fit` resumes (0: a new run).
+
+    Example:
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> finished_epochs(folder)
+    0
+    >>> os.makedirs(os.path.join(folder, "backup"))
+    >>> _ = atomic.write_json(os.path.join(folder, "backup", METADATA_FILE), {"epoch": 38, "batch": 0})
+    >>> finished_epochs(folder)
+    38
+    """
+    path = os.path.join(backup_dir(output_dir, strategy), METADATA_FILE)
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f)["epoch"])
 
 
 def _normal(settings):

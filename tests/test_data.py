@@ -95,6 +95,46 @@ def test_training_is_deterministic_per_seed_and_varies_by_epoch():
     assert not all(np.array_equal(x1, x2) for (x1, _), (x2, _) in zip(first_a, second_a))
 
 
+def test_a_numbered_pass_depends_on_its_number_and_the_seed_alone():
+    source, _ = gray_dataset(n=16)
+
+    def numbered(epoch, seed=7, **kwargs):
+        return batches(data.pipeline(source, 28, 4, 10, training=True, seed=seed, epoch=epoch, **kwargs))
+
+    for kwargs in (dict(), dict(area_range=None, translate=3)):  # per-image crops; shifts and per-batch flips
+        third = numbered(3, **kwargs)
+        # Built again, in another pipeline, after other passes were drawn: the same batches.
+        numbered(0, **kwargs)
+        for (x1, y1), (x2, y2) in zip(third, numbered(3, **kwargs)):
+            np.testing.assert_array_equal(x1, x2)
+            np.testing.assert_array_equal(y1, y2)
+        assert sorted(np.concatenate([y for _, y in third]).tolist()) == sorted(np.arange(16) % 10)  # one pass
+        for other in (numbered(4, **kwargs), numbered(3, seed=8, **kwargs)):
+            assert not all(np.array_equal(y1, y2) for (_, y1), (_, y2) in zip(third, other))
+            assert not all(np.array_equal(x1, x2) for (x1, _), (x2, _) in zip(third, other))
+
+
+def test_passes_resumed_at_any_batch_go_on_with_the_same_batches():
+    source, _ = gray_dataset(n=12)
+
+    def make_pass(k):
+        return data.pipeline(source, 28, 4, 10, training=True, seed=3, epoch=k, translate=2, area_range=None)
+
+    whole = batches(data.passes(make_pass, 3).take(10))  # passes 0-2 and the first batch of pass 3
+    for start in (0, 2, 3, 7):  # within the first pass, at a pass's start, within a later pass
+        resumed = batches(data.passes(make_pass, 3, start_batch=start).take(10 - start))
+        assert len(resumed) == 10 - start
+        for (x1, y1), (x2, y2) in zip(whole[start:], resumed):
+            np.testing.assert_array_equal(x1, x2)
+            np.testing.assert_array_equal(y1, y2)
+    # Each pass is a new order of all twelve images.
+    orders = [np.concatenate([y for _, y in whole[3 * k:3 * k + 3]]) for k in range(3)]
+    assert all(sorted(o.tolist()) == sorted(np.arange(12) % 10) for o in orders)
+    assert not np.array_equal(orders[0], orders[1])
+    with pytest.raises(ValueError, match="batches_per_pass=0"):
+        data.passes(make_pass, 0)
+
+
 def test_eval_resizes_the_whole_image_without_crop():
     source, images = gray_dataset(n=2)
     x, y = batches(data.pipeline(source, 56, 2, 10, training=False))[0]

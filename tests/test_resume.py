@@ -6,19 +6,47 @@ The kill-and-resume case itself is in test_distribute.py.
 import json
 import os
 
+import keras
+import numpy as np
 import pytest
 
 from keras_vit import cli_train, resume
 from test_distribute import TINY_FLAGS, write_folder_dataset
 
 
-def train(tmp_path, *extra):
+def train(tmp_path, *extra, callbacks=(), out="out"):
     folder = tmp_path / "images"
     if not folder.exists():
         write_folder_dataset(str(folder), per_class=8)
     values = cli_train._parse(["train", f"--dataset={folder}", "--eval_split=none", "--epochs=2",
-                               f"--output_dir={tmp_path / 'out'}", *TINY_FLAGS, *extra])
-    return cli_train.run(values)
+                               f"--output_dir={tmp_path / out}", *TINY_FLAGS, *extra])
+    return cli_train.run(values, callbacks=callbacks)
+
+
+class Crash(keras.callbacks.Callback):
+    """Stops the run after epoch `after` was backed up, as a killed process would."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.after = after
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.after:
+            raise RuntimeError("crash")
+
+
+def test_a_resumed_run_trains_on_the_batches_of_a_run_that_never_stopped(tmp_path):
+    # Translations and flips make every pass over the 16 images different.
+    flags = ("--epochs=4", "--translate=2", "--flip")
+    _, whole, _ = train(tmp_path, *flags, out="whole")
+    with pytest.raises(RuntimeError, match="crash"):
+        train(tmp_path, *flags, out="stopped", callbacks=[Crash(after=2)])
+    assert resume.finished_epochs(str(tmp_path / "stopped")) == 2
+    _, resumed, _ = train(tmp_path, *flags, out="stopped")
+    # Epochs 3 and 4 start from the backed-up weights and optimizer state and see passes 2 and 3 of the data,
+    # not pass 0 again: the same losses as the run that never stopped (to float rounding).
+    assert len(resumed.history["loss"]) == 4
+    np.testing.assert_allclose(resumed.history["loss"], whole.history["loss"], rtol=1e-5)
 
 
 def test_a_finished_run_started_again_trains_anew(tmp_path):
@@ -88,3 +116,9 @@ def test_run_settings_leave_out_where_a_run_writes_and_what_it_prints(tmp_path):
     assert settings["epochs"] == 3 and settings["learning_rate"] == values.learning_rate
     assert not set(cli_train.NOT_SETTINGS) & set(settings)
     json.dumps(settings)  # written to run.json
+
+
+def test_a_dataset_smaller_than_one_batch_is_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match=r"16 training examples, fewer than one batch: lower --batch_size \(now 32\)"):
+        train(tmp_path, "--batch_size=32")
+    assert not (tmp_path / "out" / "backup").exists()  # refused before anything was written

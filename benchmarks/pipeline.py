@@ -1,8 +1,11 @@
 """CPU time of the training input pipeline alone, per epoch: the work `fit` shares the cores with.
 
-Iterates `keras_vit.data.pipeline` over the real Fashion-MNIST training set (cached, shuffled,
-flips, and the flags' crop or shifts) as `keras-vit demo` builds it, without a model, and prints
-each epoch's wall and CPU seconds (user + system, this process) and the median.
+Iterates the training batches of the real Fashion-MNIST training set (cached, shuffled, flips,
+and the flags' crop or shifts) as `keras-vit demo` builds them, without a model: numbered passes
+over the data chained by `keras_vit.data.passes`, one iterator across the epochs. Prints each
+epoch's wall and CPU seconds (user + system, this process) and the median. `--reshuffle` times
+instead one `keras_vit.data.pipeline` iterated again each epoch (reshuffled by TensorFlow's own
+state, the pipeline's `epoch=None`).
 
     python benchmarks/pipeline.py                      # the demo's pipeline: flips, no crop
     python benchmarks/pipeline.py --translate 2        # shifts: images are prepared one by one
@@ -21,6 +24,7 @@ def main():
     parser.add_argument("--translate", type=int, default=0)
     parser.add_argument("--crop_area_min", type=float, default=1.0, help="below 1: Inception crop")
     parser.add_argument("--max_examples", type=int, default=None)
+    parser.add_argument("--reshuffle", action="store_true", help="one pipeline iterated again each epoch")
     args = parser.parse_args()
 
     from keras_vit import data
@@ -29,13 +33,21 @@ def main():
     if args.max_examples:
         source = source.take(args.max_examples)
     area = None if args.crop_area_min >= 1 else (args.crop_area_min, 1.0)
-    dataset = data.pipeline(source, 28, args.batch, len(names), training=True, area_range=area,
-                            translate=args.translate, cache=True)
+    settings = dict(image_size=28, batch_size=args.batch, num_classes=len(names), training=True, area_range=area,
+                    translate=args.translate)
+    if args.reshuffle:
+        dataset = data.pipeline(source, cache=True, **settings)
+        epochs = (iter(dataset) for _ in range(args.epochs))
+    else:
+        per_pass = sum(1 for _ in source) // args.batch
+        cached = source.cache()
+        stream = iter(data.passes(lambda k: data.pipeline(cached, epoch=k, **settings), per_pass))
+        epochs = ((next(stream) for _ in range(per_pass)) for _ in range(args.epochs))
     cpu = []
     print("| epoch | batches | wall s | CPU s |\n|---|---|---|---|")
-    for epoch in range(args.epochs):
+    for epoch, batches_of_epoch in enumerate(epochs):
         start, before = time.perf_counter(), os.times()
-        batches = sum(1 for _ in dataset)
+        batches = sum(1 for _ in batches_of_epoch)
         after = os.times()
         seconds = after.user - before.user + after.system - before.system
         print(f"| {epoch + 1} | {batches} | {time.perf_counter() - start:.2f} | {seconds:.2f} |")

@@ -203,8 +203,9 @@ def test_memory_benchmark_splits_the_peak():
     assert keras_row[0] == 4 and keras_row[3] >= keras_row[2] >= keras_row[1] > 100 and keras_row[5] > 0
 
 
-def test_pipeline_benchmark_times_epochs_of_real_fashion_mnist():
-    stdout = run_benchmark("pipeline.py", "--epochs", "2", "--max_examples", "1024")
+@pytest.mark.parametrize("mode", [[], ["--reshuffle"]])
+def test_pipeline_benchmark_times_epochs_of_real_fashion_mnist(mode):
+    stdout = run_benchmark("pipeline.py", "--epochs", "2", "--max_examples", "1024", *mode)
     rows = [line.split("|") for line in stdout.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
     assert [int(row[2]) for row in rows] == [8, 8]  # 1024 images in batches of 128
     assert "median CPU seconds per epoch after the first:" in stdout

@@ -39,7 +39,7 @@ def main():
         dataset = data.pipeline(source, cache=True, **settings)
         epochs = (iter(dataset) for _ in range(args.epochs))
     else:
-        per_pass = sum(1 for _ in source) // args.batch
+        per_pass = data.count(source) // args.batch
         cached = source.cache()
         stream = iter(data.passes(lambda k: data.pipeline(cached, epoch=k, **settings), per_pass))
         epochs = ((next(stream) for _ in range(per_pass)) for _ in range(args.epochs))

@@ -117,8 +117,7 @@ def average_into(model, paths):
             raise ValueError(f"{path} does not hold the weights of {model.name}: it has {found[0]} variables of "
                              f"{found[1]:,} numbers in all, the model {expected[0]} of {expected[1]:,}")
     floating = [keras.backend.is_float_dtype(w.dtype) for w in model.weights]
-    total = None
-    last = None
+    total = [np.zeros(w.shape, np.float64) if f else None for w, f in zip(model.weights, floating)]
     for path in paths:
         try:
             with warnings.catch_warnings():
@@ -128,13 +127,10 @@ def average_into(model, paths):
         except ValueError as error:
             raise ValueError(f"{path} does not hold the weights of {model.name} "
                              f"({model.count_params():,} parameters): {error}") from error
-        last = [np.asarray(w) for w in model.get_weights()]
-        if total is None:
-            total = [w.astype(np.float64) if f else None for w, f in zip(last, floating)]
-        else:
-            for i, (w, f) in enumerate(zip(last, floating)):
-                if f:
-                    total[i] += w
+        last = model.get_weights()
+        for t, w in zip(total, last):
+            if t is not None:
+                t += w
     model.set_weights([(t / len(paths)).astype(w.dtype) if f else w for t, w, f in zip(total, last, floating)])
     return model
 

@@ -88,7 +88,7 @@ def pretrain(values):
     train_ds, class_names = data.load(values.dataset, values.train_split, values.data_dir, values.manual_dir)
     if values.max_train_examples:
         train_ds = train_ds.take(values.max_train_examples)
-    num_train = cli_train._count(train_ds)
+    num_train = data.count(train_ds)
     batch = values.batch_size
     steps_per_epoch = values.pretrain_steps_per_epoch or max(num_train // batch, 1)
     images = data.pipeline(

@@ -196,11 +196,6 @@ def build_model(values, num_classes, arch=None):
     )
 
 
-def _count(dataset):
-    n = dataset.cardinality().numpy()
-    return int(n) if n >= 0 else int(dataset.reduce(0, lambda c, _: c + 1).numpy())
-
-
 # Training flags that say where a run reads and writes, how much it prints, which library runs the
 # same products, or what is made of the trained epochs' weights at the end, not what it trains.
 NOT_SETTINGS = ("output_dir", "verbose", "data_dir", "manual_dir", "tpu", "xla_ynnpack", "average_last")
@@ -242,7 +237,7 @@ def run(values, callbacks=()):
         train_ds = train_ds.take(values.max_train_examples)
     if values.max_eval_examples and evaluate:
         eval_ds = eval_ds.take(values.max_eval_examples)
-    num_train = _count(train_ds)
+    num_train = data.count(train_ds)
     batches_per_pass = num_train // batch  # the last, partial batch of a pass is dropped
     if batches_per_pass < 1:
         raise ValueError(f"{values.dataset} has {num_train} training examples, fewer than one batch: "
@@ -253,6 +248,8 @@ def run(values, callbacks=()):
     label_mode = "one_hot" if mixing else "int"
     cache = values.dataset == "fashion_mnist"
     common = dict(image_size=values.image_size, num_classes=len(class_names), seed=values.seed, label_mode=label_mode)
+    # The training source is cached here, not in `pipeline`: `passes` builds a pipeline per pass, and each
+    # would fill a cache of its own.
     make_train = functools.partial(
         data.pipeline, train_ds.cache() if cache else train_ds, training=True, **augmentation(values),
         randaugment=values.randaugment, mixup=values.mixup, cutmix=values.cutmix, **common,
@@ -266,7 +263,7 @@ def run(values, callbacks=()):
         keras.callbacks.TensorBoard(os.path.join(own_dir, "logs")),
         *callbacks,
     ]
-    checkpoints = os.path.join(own_dir, "checkpoints")
+    checkpoints = os.path.join(own_dir, resume.CHECKPOINTS_DIR)
     if values.average_last:
         all_callbacks.append(averaging.EpochWeights(checkpoints, values.average_last))
     # Pass k over the data is shuffled and augmented by (seed, k) alone, and the stream starts where the

@@ -282,6 +282,12 @@ def passes(make_pass, batches_per_pass, start_batch=0):
     return (stream.skip(offset) if offset else stream).prefetch(tf.data.AUTOTUNE)
 
 
+def count(dataset):
+    """The number of elements of a finite dataset: its cardinality where known, else one pass over it."""
+    n = dataset.cardinality().numpy()
+    return int(n) if n >= 0 else int(dataset.reduce(0, lambda c, _: c + 1).numpy())
+
+
 def eval_arrays(dataset, image_size, channels=3, batch_size=1000):
     """The images of an unbatched `{"image", "label"}` dataset as evaluation feeds
     them to a model (`pipeline(..., training=False)`: resized whole, bilinear,

@@ -26,6 +26,7 @@ import keras
 from keras_vit import atomic, distribute
 
 SETTINGS_FILE = "run.json"
+CHECKPOINTS_DIR = "checkpoints"  # `checkpoints/latest.weights.h5`, and `keras_vit.averaging`'s epoch files
 HISTORY_FILE = "history.csv"
 
 
@@ -145,7 +146,7 @@ def callbacks(output_dir, settings, strategy=None, keep_checkpoints=True, own_di
         keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
     ]
     if keep_checkpoints:
-        checkpoints = os.path.join(own_dir, "checkpoints")
+        checkpoints = os.path.join(own_dir, CHECKPOINTS_DIR)
         os.makedirs(checkpoints, exist_ok=True)
         result.append(
             keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "latest.weights.h5"), save_weights_only=True)

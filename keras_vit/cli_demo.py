@@ -3,9 +3,10 @@
 Trains a small hybrid ViT (paper section 3.1) on the 60,000 training images,
 evaluates it on the 10,000 test images, saves it (`model.keras`), exports it (a
 TF Serving SavedModel and a TFLite file), predicts a few test images, and writes
-`training_curves.png` and `confusion_matrix.png`. The defaults take about 15
-minutes on 2 cores (measured: 14.8 min wall, 90.94% test accuracy;
-`benchmarks/RESULTS.md`, "Training"); `--quick` about two.
+`training_curves.png` and `confusion_matrix.png`. The defaults take 15 to 25
+minutes on 2 cores, as the host allows (measured: 14.8 min wall and 90.94% test
+accuracy; 23.6 min and 90.74% on a day the host ran each step about 1.5 times
+slower; `benchmarks/RESULTS.md`, "Training"); `--quick` about two.
 """
 
 import json

@@ -5,10 +5,10 @@ head with another number of classes is replaced (`keras_vit.load_weights`).
 Recipe (DESIGN.md section 4): SGD momentum 0.9, no weight decay, cosine decay
 with warm-up, gradient clipping at global norm 1, no label smoothing.
 
-Example, from the shipped Fashion-MNIST checkpoint (28x28) to 56x56:
+Example, from the shipped Fashion-MNIST checkpoint (56x56) to 112x112:
 
     python examples/fine_tune.py --init_weights=weights/vit_fashion_mnist.keras \
-        --image_size=56 --epochs=2 --output_dir=runs/fmnist_56
+        --image_size=112 --epochs=2 --output_dir=runs/fmnist_112
 
 Outputs as for examples/train.py: TensorBoard logs, checkpoints, backup/,
 history.json, eval.json, model.keras.

@@ -112,11 +112,12 @@ IMAGENET21K = {
 # their class names beside them (`<file>.labels.txt`); the sha256 is checked on use.
 SHIPPED = {
     "vit_fashion_mnist": dict(
-        name="vit_fashion_mnist", file="vit_fashion_mnist.keras", dataset="Fashion-MNIST", image_size=28,
-        classes=10, parameters=989_002, test_accuracy=0.9255,
-        sha256="65dd45e02bcea7340d049ab037528cc66132c97bb4008950de47ccd9055378b9",
-        description="hybrid: a ResNet stem of two bottleneck units (width 64) and 4 Transformer layers of width 128, "
-                    "trained from scratch on the 60,000 training images",
+        name="vit_fashion_mnist", file="vit_fashion_mnist.keras", dataset="Fashion-MNIST", image_size=56,
+        classes=10, parameters=1_041_578, test_accuracy=0.9377,
+        sha256="4c17d3ab17148b76e7f421f7a204c1d96dc6c268636d6e2c0c88212f0ae35dea",
+        description="hybrid at 56x56: a ResNet stem of two stages (two bottleneck units of width 32, two of width "
+                    "64) and 4 Transformer layers of width 128, trained from scratch on the 60,000 training "
+                    "images; the mean of its weights after epochs 51-60 of 60",
     ),
 }
 
